@@ -1,0 +1,194 @@
+"""Middleware overhead on taskiq's InMemoryBroker (await_inplace=True).
+
+    python -m benchmarks.bench_middleware --database-url postgresql+asyncpg://postgres@127.0.0.1/test
+
+Runs, side by side and interleaved over several rounds, N no-op tasks with:
+bare taskiq = 1.0; taskiq's PrometheusMiddleware; a naive middleware (insert at
+start, update at end, one round trip each); MonitoringMiddleware (metrics and
+full logs). Then checks every row is in the database after shutdown, and
+measures the buffer's peak memory while the database is unreachable.
+The multiprocess metrics directory is set as `taskiq worker` needs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import tracemalloc
+import uuid
+from pathlib import Path
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+# As in a real worker: the directory exists before prometheus_client is imported.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="texp-bench-"))
+
+import asyncpg  # noqa: E402
+from taskiq import InMemoryBroker, TaskiqMiddleware  # noqa: E402
+from taskiq.middlewares.prometheus_middleware import PrometheusMiddleware  # noqa: E402
+
+from exporter import MonitoringMiddleware  # noqa: E402
+from exporter.store import migrate  # noqa: E402
+
+
+YIELD_EVERY = 50
+
+
+class NaiveMiddleware(TaskiqMiddleware):
+    """What a first attempt looks like: one INSERT and one UPDATE per task."""
+
+    def __init__(self, dsn: str) -> None:
+        super().__init__()
+        self.dsn = dsn
+        self.pool: Any = None
+
+    async def startup(self) -> None:
+        self.pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=2)
+
+    async def shutdown(self) -> None:
+        await self.pool.close()
+
+    async def pre_execute(self, message: Any) -> Any:
+        await self.pool.execute(
+            "INSERT INTO task_execution_logs (task_name, status, task_id, attempt, started_at,"
+            " created_at, updated_at) VALUES ($1, 'running', $2, 1, now(), now(), now())",
+            message.task_name, message.task_id,
+        )
+        return message
+
+    async def post_execute(self, message: Any, result: Any) -> None:
+        await self.pool.execute(
+            "UPDATE task_execution_logs SET status = $2, completed_at = now(), updated_at = now()"
+            " WHERE task_id = $1 AND attempt = 1",
+            message.task_id, "failed" if result.is_err else "success",
+        )
+
+
+async def run(tasks: int, middlewares: list[TaskiqMiddleware]) -> tuple[float, float]:
+    broker = InMemoryBroker(await_inplace=True)
+    broker.add_middlewares(*middlewares)
+
+    @broker.task(task_name="bench:noop")
+    async def noop() -> None:
+        return None
+
+    await broker.startup()
+    started = time.perf_counter()
+    for i in range(tasks):
+        await noop.kiq()
+        if i % YIELD_EVERY == 0:
+            # A real worker's loop turns between messages; with await_inplace
+            # nothing would yield and background work would all wait for shutdown.
+            await asyncio.sleep(0)
+    elapsed = time.perf_counter() - started
+    await broker.shutdown()
+    drained = time.perf_counter() - started
+    return tasks / elapsed, tasks / drained
+
+
+async def count_rows(dsn: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM task_execution_logs"))
+    finally:
+        await conn.close()
+
+
+async def truncate(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("TRUNCATE task_execution_logs, task_execution_rollups")
+    finally:
+        await conn.close()
+
+
+async def outage_memory(tasks: int) -> tuple[float, int, int]:
+    """Peak traced memory (MiB) of the buffer with the database unreachable."""
+    mw = MonitoringMiddleware(
+        database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none",
+        shutdown_flush_timeout_seconds=0.5,
+    )
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    await run(tasks, [mw])
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return peak / 2**20, mw.runtime.buffer.dropped, mw.settings.max_buffer_rows
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default="postgresql+asyncpg://postgres@127.0.0.1/test")
+    parser.add_argument("--tasks", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    admin = args.database_url.replace("+asyncpg", "")
+    db = f"texp_bench_mw_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(admin)
+    await conn.execute(f'CREATE DATABASE "{db}"')
+    await conn.close()
+    url = args.database_url.rsplit("/", 1)[0] + f"/{db}"
+    dsn = url.replace("+asyncpg", "")
+    try:
+        await migrate.upgrade(url)
+        # taskiq's middleware registers in the global registry: one instance for
+        # every round, writing to the same multiprocess directory as ours.
+        taskiq_prometheus = PrometheusMiddleware(
+            metrics_path=Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
+        )
+        configs: dict[str, Callable[[], list[TaskiqMiddleware]]] = {
+            "bare taskiq": lambda: [],
+            "taskiq PrometheusMiddleware": lambda: [taskiq_prometheus],
+            "naive insert+update": lambda: [NaiveMiddleware(dsn)],
+            "MonitoringMiddleware": lambda: [MonitoringMiddleware(database_url=url)],
+        }
+        rates: dict[str, list[float]] = {name: [] for name in configs}
+        drained: dict[str, list[float]] = {name: [] for name in configs}
+        lost = 0
+        await run(2_000, [])  # warm up imports and the loop
+        for _ in range(args.rounds):
+            for name, make in configs.items():
+                await truncate(dsn)
+                rate, rate_drained = await run(args.tasks, make())
+                rates[name].append(rate)
+                drained[name].append(rate_drained)
+                if name == "MonitoringMiddleware":
+                    lost += args.tasks - await count_rows(dsn)
+        bare = statistics.median(rates["bare taskiq"])
+        bare_drained = statistics.median(drained["bare taskiq"])
+        print(f"{args.tasks} no-op tasks x {args.rounds} rounds, InMemoryBroker, PostgreSQL store,"
+              f" PROMETHEUS_MULTIPROC_DIR set (python {sys.version.split()[0]})")
+        print(
+            f"{'configuration':30} {'tasks/s':>9} {'ratio':>6} {'us/task':>8}"
+            f" {'incl. shutdown drain':>21} {'ratio':>6}"
+        )
+        for name, values in rates.items():
+            med = statistics.median(values)
+            med_d = statistics.median(drained[name])
+            overhead = (1 / med - 1 / bare) * 1e6
+            print(
+                f"{name:30} {med:9.0f} {med / bare:6.2f} {overhead:8.1f}"
+                f" {med_d:21.0f} {med_d / bare_drained:6.2f}"
+            )
+        print(f"rows missing after shutdown (MonitoringMiddleware, all rounds): {lost}")
+        peak, dropped, bound = await outage_memory(120_000)
+        print(f"database unreachable, 120000 tasks: peak buffer memory {peak:.1f} MiB,"
+              f" {dropped} rows dropped beyond the bound of {bound}"
+              f" ({peak * 2**20 / bound:.0f} bytes per buffered row)")
+    finally:
+        conn = await asyncpg.connect(admin)
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await conn.close()
+
+
+def entry(_: Awaitable[None] | None = None) -> None:
+    asyncio.run(main())
+
+
+if __name__ == "__main__":
+    entry()

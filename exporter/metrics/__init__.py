@@ -1,0 +1,1 @@
+"""Prometheus metrics: names, instruments, per-process aggregation, multiprocess collection."""

@@ -1,0 +1,113 @@
+"""Per-process tallies applied to the Prometheus instruments in bulk.
+
+Every prometheus_client call costs a lock and, in multiprocess mode, an mmap
+write: paid per task, it was most of a middleware's overhead. The hooks count
+into plain Python objects instead and the writer's loop applies the deltas
+about once a second (and at shutdown), so a scrape is at most that stale.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Any
+
+from exporter.metrics.instruments import Instruments
+from exporter.metrics.names import COMPLETED_STATUSES
+
+
+class HistogramTally:
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = (*bounds, float("inf"))
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def apply(self, child: Any) -> None:
+        """Add the tallied observations to a prometheus_client histogram child."""
+        if not any(self.counts):
+            return
+        # Histogram children keep one value per bucket (non-cumulative) and a sum;
+        # adding to them directly is what observe() does, once per bucket here.
+        buckets = child._buckets
+        for i, count in enumerate(self.counts):
+            if count:
+                buckets[i].inc(count)
+                self.counts[i] = 0
+        child._sum.inc(self.total)
+        self.total = 0.0
+
+
+class TaskTally:
+    """What happened to one task name since the last apply."""
+
+    __slots__ = (
+        "children",
+        "duration",
+        "failed",
+        "in_progress",
+        "queue_wait",
+        "retries",
+        "sent",
+        "started",
+        "success",
+    )
+
+    def __init__(self, inst: Instruments, task_name: str) -> None:
+        self.sent = self.started = self.success = self.failed = self.retries = 0
+        self.in_progress = 0
+        self.duration = {s: HistogramTally(inst.duration_bounds) for s in COMPLETED_STATUSES}
+        self.queue_wait = HistogramTally(inst.queue_wait_bounds)
+        # Creating the children now makes every series exist at 0 from first sight.
+        self.children = (
+            inst.sent.labels(task_name),
+            inst.started.labels(task_name),
+            inst.completed.labels(task_name, "success"),
+            inst.completed.labels(task_name, "failed"),
+            inst.retries.labels(task_name),
+            inst.in_progress.labels(task_name),
+            inst.duration.labels(task_name, "success"),
+            inst.duration.labels(task_name, "failed"),
+            inst.queue_wait.labels(task_name),
+        )
+        self.children[5].set(0)
+
+    def apply(self) -> None:
+        sent, started, ok, failed, retries, in_progress, dur_ok, dur_failed, wait = self.children
+        for child, attr in (
+            (sent, "sent"),
+            (started, "started"),
+            (ok, "success"),
+            (failed, "failed"),
+            (retries, "retries"),
+        ):
+            value = getattr(self, attr)
+            if value:
+                child.inc(value)
+                setattr(self, attr, 0)
+        in_progress.set(self.in_progress)
+        self.duration["success"].apply(dur_ok)
+        self.duration["failed"].apply(dur_failed)
+        self.queue_wait.apply(wait)
+
+
+class Aggregator:
+    """The tallies of every task name seen by this process."""
+
+    def __init__(self, instruments: Instruments) -> None:
+        self.instruments = instruments
+        self.tasks: dict[str, TaskTally] = {}
+
+    def task(self, task_name: str) -> TaskTally:
+        tally = self.tasks.get(task_name)
+        if tally is None:
+            tally = self.tasks[task_name] = TaskTally(self.instruments, task_name)
+        return tally
+
+    def apply(self) -> None:
+        for tally in self.tasks.values():
+            tally.apply()

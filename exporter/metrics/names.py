@@ -1,0 +1,35 @@
+"""Metric names and labels: a contract shared by the middleware, the service,
+the dashboards and the alert rules. Rename here and everything follows."""
+
+NAMESPACE = "taskiq"
+
+# Labels: bounded by design. Never task_id, arguments or host names.
+LABEL_TASK_NAME = "task_name"
+LABEL_STATUS = "status"
+
+# Task metrics (counter names without the _total suffix prometheus_client adds).
+TASKS_SENT = "taskiq_tasks_sent"
+TASKS_STARTED = "taskiq_tasks_started"
+TASKS_COMPLETED = "taskiq_tasks_completed"
+TASK_RETRIES = "taskiq_task_retries"
+TASK_DURATION = "taskiq_task_duration_seconds"
+TASK_QUEUE_WAIT = "taskiq_task_queue_wait_seconds"
+TASKS_IN_PROGRESS = "taskiq_tasks_in_progress"
+
+# The log writer's own health.
+LOG_ROWS_WRITTEN = "taskiq_exporter_log_rows_written"
+LOG_ROWS_DROPPED = "taskiq_exporter_log_rows_dropped"
+LOG_WRITE_ERRORS = "taskiq_exporter_log_write_errors"
+LOG_BUFFER_ROWS = "taskiq_exporter_log_buffer_rows"
+LOG_FLUSH_SECONDS = "taskiq_exporter_log_flush_seconds"
+
+# Gauges the service derives from the store at scrape time.
+TASKS_BY_STATUS = "taskiq_tasks_by_status"
+OLDEST_PENDING_AGE = "taskiq_oldest_pending_task_age_seconds"
+
+COMPLETED_STATUSES = ("success", "failed")
+
+
+def total(name: str) -> str:
+    """The exposed sample name of a counter."""
+    return f"{name}_total"

@@ -1,0 +1,1 @@
+"""The TaskIQ middleware and what it hands to the background writer."""

@@ -1,0 +1,58 @@
+"""A bounded buffer of rows keyed by attempt: a task that starts and ends
+between two flushes is one row, not an insert and an update."""
+
+from __future__ import annotations
+
+from exporter.middleware.rows import LogRow, RowKey, absorb, new_row, row_key
+
+
+class RowBuffer:
+    """Rows waiting for the writer. Past ``max_rows`` new rows are dropped and
+    counted (updates to rows already held are always accepted)."""
+
+    def __init__(self, max_rows: int) -> None:
+        self.max_rows = max_rows
+        self.rows: dict[RowKey, LogRow] = {}
+        self.in_flight = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self.rows) + self.in_flight
+
+    def row(
+        self, task_id: str, attempt: int, task_name: str, now: float, *, count_drop: bool = True
+    ) -> LogRow | None:
+        """The buffered row for this attempt, created if there is room."""
+        key = (task_id, attempt)
+        row = self.rows.get(key)
+        if row is None:
+            if len(self.rows) + self.in_flight >= self.max_rows:
+                if count_drop:
+                    self.dropped += 1
+                return None
+            row = self.rows[key] = new_row(task_id, attempt, task_name, now)
+        return row
+
+    def take(self, limit: int) -> list[LogRow]:
+        """Hand up to ``limit`` rows to the writer; they stay counted until settled."""
+        if len(self.rows) <= limit:
+            batch = list(self.rows.values())
+            self.rows = {}
+        else:
+            keys = list(self.rows)[:limit]
+            batch = [self.rows.pop(k) for k in keys]
+        self.in_flight += len(batch)
+        return batch
+
+    def settle(self, batch: list[LogRow], *, written: bool) -> None:
+        """The writer is done with ``batch``: forget it, or put it back to retry,
+        merging what the hooks buffered for the same attempts meanwhile."""
+        self.in_flight -= len(batch)
+        if written:
+            return
+        for old in batch:
+            key = row_key(old)
+            newer = self.rows.pop(key, None)
+            if newer is not None:
+                absorb(old, newer)
+            self.rows[key] = old

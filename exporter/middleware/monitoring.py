@@ -1,0 +1,222 @@
+"""``MonitoringMiddleware``: metrics and a durable execution log for every task."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from time import perf_counter, time
+from typing import Any
+
+from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
+from taskiq.exceptions import NoResultError
+
+from exporter.events import EventHub
+from exporter.middleware.rows import (
+    COMPLETED_AT,
+    CREATED_AT,
+    DURATION_MS,
+    ERROR_MESSAGE,
+    ERROR_TRACEBACK,
+    FAILED,
+    PARAMS,
+    QUEUE_WAIT_MS,
+    QUEUED_AT,
+    RUNNING,
+    STARTED_AT,
+    SUCCESS,
+    WORKER_HOST,
+    WORKER_PID,
+    advance,
+)
+from exporter.middleware.runtime import Runtime
+from exporter.middleware.sanitize import describe_exception, safe_str
+from exporter.settings import ExporterSettings
+
+SENT_AT_LABEL = "_taskiq_exporter_sent_at"
+RETRIES_LABEL = "_retries"
+
+logger = logging.getLogger(__name__)
+
+
+def _attempt(labels: dict[str, Any]) -> int:
+    retries = labels.get(RETRIES_LABEL)
+    if retries is None:
+        return 1
+    try:
+        return int(retries) + 1
+    except (TypeError, ValueError):
+        return 1
+
+
+def _sent_at(labels: dict[str, Any]) -> float | None:
+    try:
+        value = labels.get(SENT_AT_LABEL)
+        return float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+class MonitoringMiddleware(TaskiqMiddleware):
+    """Counts, times and logs every task attempt.
+
+    Configure with keyword arguments or ``TASKIQ_EXPORTER_*`` variables
+    (see :class:`exporter.settings.ExporterSettings`)::
+
+        broker.add_middlewares(MonitoringMiddleware(database_url="postgresql+asyncpg://..."))
+
+    The hooks only touch memory; a background writer stores rows in batches.
+    ``await broker.shutdown()`` returns after every buffered row is written.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: ExporterSettings | None = None,
+        hub: EventHub | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        if settings is None:
+            settings = ExporterSettings(**options)
+        elif options:
+            settings = settings.model_copy(update=options)
+        self.settings = settings
+        self.runtime = Runtime(settings, hub=hub)
+        self.registry = self.runtime.registry
+        self._buffer = self.runtime.buffer
+        self._tally = self.runtime.aggregator.task
+        self._tallies = self.runtime.aggregator.tasks
+        self._params = self.runtime.params
+        self._record_pending = settings.record_pending
+        # (task_id, attempt) -> (perf_counter at start, created_at, row was buffered)
+        self._active: dict[tuple[str, int], tuple[float, float, bool]] = {}
+        self._errors: dict[tuple[str, int], tuple[str, str]] = {}
+        self._host = socket.gethostname()
+        self._pid = os.getpid()
+
+    async def startup(self) -> None:
+        """Open the store and start the background writer."""
+        self._pid = os.getpid()
+        await self.runtime.start()
+
+    async def shutdown(self) -> None:
+        """Write every buffered row, then close the store."""
+        await self.runtime.stop()
+
+    # The hooks are coroutines on purpose: taskiq's maybe_awaitable() checks a
+    # plain return value against the Awaitable ABC, which costs more than
+    # awaiting a coroutine.
+
+    # Client side ---------------------------------------------------------------
+
+    async def pre_send(self, message: TaskiqMessage) -> TaskiqMessage:
+        message.labels[SENT_AT_LABEL] = repr(time())
+        return message
+
+    async def post_send(self, message: TaskiqMessage) -> None:
+        try:
+            labels = message.labels
+            sent = _sent_at(labels) or time()
+            name = message.task_name
+            tally = self._tallies.get(name) or self._tally(name)
+            tally.sent += 1
+            if not self._record_pending:
+                return
+            row = self._buffer.row(message.task_id, _attempt(labels), name, sent)
+            if row is not None and row[QUEUED_AT] is None:
+                row[QUEUED_AT] = sent
+                row[PARAMS] = self._params.encode(message.args, message.kwargs)
+        except Exception:
+            logger.exception("taskiq-exporter: post_send failed (the task was sent)")
+
+    # Worker side ---------------------------------------------------------------
+
+    async def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
+        try:
+            now = time()
+            labels = message.labels
+            name = message.task_name
+            attempt = _attempt(labels)
+            sent = _sent_at(labels)
+            tally = self._tallies.get(name) or self._tally(name)
+            tally.started += 1
+            tally.in_progress += 1
+            created = now
+            if sent is not None and sent <= now:
+                created = sent
+                tally.queue_wait.observe(now - sent)
+            row = self._buffer.row(message.task_id, attempt, name, created)
+            self._active[(message.task_id, attempt)] = (perf_counter(), created, row is not None)
+            if row is not None:
+                if created < row[CREATED_AT]:
+                    row[CREATED_AT] = created
+                row[STARTED_AT] = now
+                if sent is not None:
+                    row[QUEUED_AT] = sent
+                    row[QUEUE_WAIT_MS] = (now - created) * 1000.0
+                row[WORKER_HOST] = self._host
+                row[WORKER_PID] = self._pid
+                if row[PARAMS] is None:
+                    row[PARAMS] = self._params.encode(message.args, message.kwargs)
+                advance(row, RUNNING)
+        except Exception:
+            logger.exception("taskiq-exporter: pre_execute failed (the task runs anyway)")
+        return message
+
+    async def on_error(
+        self, message: TaskiqMessage, result: TaskiqResult[Any], exception: BaseException
+    ) -> None:
+        if isinstance(exception, NoResultError):
+            return  # the task asked not to store a result: not a failure
+        try:
+            s = self.settings
+            self._errors[(message.task_id, _attempt(message.labels))] = describe_exception(
+                exception,
+                max_message_bytes=s.max_error_message_bytes,
+                max_traceback_bytes=s.max_traceback_bytes,
+            )
+        except Exception:
+            logger.exception("taskiq-exporter: on_error failed")
+
+    async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
+        end = perf_counter()
+        try:
+            now = time()
+            name = message.task_name
+            key = (message.task_id, _attempt(message.labels))
+            state = self._active.pop(key, None)
+            if state is not None:
+                duration = end - state[0]
+                created = state[1]
+            else:
+                duration, created = float(result.execution_time), now
+            error = self._errors.pop(key, None) if self._errors else None
+            if error is None and result.is_err and not isinstance(result.error, NoResultError):
+                error = (safe_str(result.error)[: self.settings.max_error_message_bytes], "")
+            tally = self._tallies.get(name) or self._tally(name)
+            if error is None:
+                status = SUCCESS
+                tally.success += 1
+            else:
+                status = FAILED
+                tally.failed += 1
+                # Retry middlewares replace the error with NoResultError on the
+                # attempt they re-kick (taskiq's SimpleRetry and SmartRetry).
+                if isinstance(result.error, NoResultError):
+                    tally.retries += 1
+            tally.duration[status].observe(duration)
+            if state is not None:
+                tally.in_progress -= 1
+            # An attempt whose first row was dropped (full buffer) is not counted twice.
+            row = self._buffer.row(
+                key[0], key[1], name, created, count_drop=state is None or state[2]
+            )
+            if row is not None:
+                row[COMPLETED_AT] = now
+                row[DURATION_MS] = duration * 1000.0
+                if error is not None:
+                    row[ERROR_MESSAGE], row[ERROR_TRACEBACK] = error[0], error[1] or None
+                advance(row, status)
+        except Exception:
+            logger.exception("taskiq-exporter: post_execute failed (the task has finished)")

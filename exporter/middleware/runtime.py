@@ -1,0 +1,117 @@
+"""What one process of the middleware owns: registry, tallies, buffer, writer."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import time
+from pathlib import Path
+
+from prometheus_client.registry import CollectorRegistry
+from sqlalchemy.engine import make_url
+
+from exporter.events import EventHub
+from exporter.metrics.aggregator import Aggregator
+from exporter.metrics.instruments import Instruments
+from exporter.metrics.multiprocess import configured_dir, enable_multiprocess, reap_dead_processes
+from exporter.middleware.buffer import RowBuffer
+from exporter.middleware.sanitize import ParamsEncoder
+from exporter.middleware.writer import BackgroundWriter
+from exporter.settings import ExporterSettings
+from exporter.store.engine import is_sqlite, make_engine
+from exporter.store.pg_writer import PostgresRowStore
+from exporter.store.row_batches import RowStore
+from exporter.store.sqlite_writer import SqliteRowStore
+
+logger = logging.getLogger(__name__)
+REAP_EVERY_SECONDS = 15.0
+
+
+class Runtime:
+    def __init__(self, settings: ExporterSettings, *, hub: EventHub | None = None) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.multiproc_dir = configured_dir(settings.multiproc_dir)
+        if self.multiproc_dir:
+            # Before any of our metrics exist: their values must go to the files.
+            enable_multiprocess(self.multiproc_dir)
+        self.registry = CollectorRegistry()
+        self.instruments = Instruments(
+            self.registry,
+            duration_buckets=settings.duration_buckets,
+            queue_wait_buckets=settings.queue_wait_buckets,
+        )
+        self.aggregator = Aggregator(self.instruments)
+        self.buffer = RowBuffer(settings.max_buffer_rows)
+        self.params = ParamsEncoder(
+            secret_keys=settings.secret_keys, max_bytes=settings.max_params_bytes
+        )
+        self.writer: BackgroundWriter | None = None
+        self._last_reap = 0.0
+
+    async def start(self) -> None:
+        if self.writer is not None:
+            return
+        s = self.settings
+        if self.multiproc_dir:
+            reap_dead_processes(self.multiproc_dir)
+        engine = make_engine(s.database_url)
+        store: RowStore
+        if is_sqlite(s.database_url):
+            await _migrate_sqlite(s.database_url)
+            store = SqliteRowStore(engine, hub=self.hub)
+        else:
+            store = PostgresRowStore(engine)
+        self.writer = BackgroundWriter(
+            self.buffer,
+            store,
+            self.instruments,
+            self.aggregator,
+            flush_interval=s.flush_interval_seconds,
+            batch_size=s.batch_size,
+            metrics_interval=s.metrics_flush_interval_seconds,
+            backoff_initial=s.retry_backoff_initial_seconds,
+            backoff_max=s.retry_backoff_max_seconds,
+            on_tick=self._tick,
+        )
+        self.writer.start()
+
+    def _tick(self) -> None:
+        # A sibling killed with SIGKILL leaves its live gauges behind: drop them.
+        if self.multiproc_dir and time.monotonic() - self._last_reap > REAP_EVERY_SECONDS:
+            self._last_reap = time.monotonic()
+            reap_dead_processes(self.multiproc_dir)
+
+    async def stop(self) -> None:
+        writer, self.writer = self.writer, None
+        if writer is None:
+            self.aggregator.apply()
+            return
+        try:
+            await writer.stop(self.settings.shutdown_flush_timeout_seconds)
+        finally:
+            await writer.store.close()
+            if self.multiproc_dir:
+                from prometheus_client.multiprocess import mark_process_dead
+
+                mark_process_dead(os.getpid(), self.multiproc_dir)
+
+
+async def _migrate_sqlite(url: str) -> None:
+    """The embedded store creates its schema itself; a file lock keeps several
+    worker processes from migrating the same file at once."""
+    from exporter.store import migrate  # alembic is only needed here
+
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        raise ValueError("the embedded store needs a file: sqlite+aiosqlite:///path.sqlite3")
+    Path(database).parent.mkdir(parents=True, exist_ok=True)
+    lock_path = f"{database}.migrate.lock"
+    with open(lock_path, "w") as lock:  # noqa: ASYNC230 - a tiny local file
+        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
+        try:
+            await migrate.upgrade(url)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

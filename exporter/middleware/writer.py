@@ -1,0 +1,180 @@
+"""The background writer: drains the row buffer in batches, off the tasks' path.
+
+It retries with backoff while the database is slow or down (the buffer's bound
+decides what is kept meanwhile), sets aside rows the database refuses one by
+one so that one bad row never blocks the others, and applies the metric
+tallies about once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from exporter.metrics.aggregator import Aggregator
+from exporter.metrics.instruments import Instruments
+from exporter.middleware.buffer import RowBuffer
+from exporter.middleware.rows import LogRow
+from exporter.store.row_batches import RowStore
+
+logger = logging.getLogger(__name__)
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    """The database answered and refused the data (not: could not be reached)."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return False
+    return isinstance(exc, DBAPIError) and not exc.connection_invalidated
+
+
+class BackgroundWriter:
+    def __init__(
+        self,
+        buffer: RowBuffer,
+        store: RowStore,
+        instruments: Instruments,
+        aggregator: Aggregator,
+        *,
+        flush_interval: float,
+        batch_size: int,
+        metrics_interval: float,
+        backoff_initial: float,
+        backoff_max: float,
+        on_tick: Callable[[], None] | None = None,
+    ) -> None:
+        self.buffer = buffer
+        self.store = store
+        self.instruments = instruments
+        self.aggregator = aggregator
+        self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self.metrics_interval = metrics_interval
+        self.backoff_initial = backoff_initial
+        self.backoff_max = backoff_max
+        self.on_tick = on_tick
+        self.failures = 0
+        self._dropped_reported = 0
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._last_error_log = 0.0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="taskiq-exporter-writer")
+
+    async def _run(self) -> None:
+        next_metrics = time.monotonic() + self.metrics_interval
+        backoff = self.backoff_initial
+        while not self._stopping:
+            if len(self.buffer.rows) < self.batch_size:
+                await asyncio.sleep(self.flush_interval if not self.failures else backoff)
+            if self.buffer.rows:
+                if await self.flush_once():
+                    backoff = self.backoff_initial
+                else:
+                    backoff = min(backoff * 2, self.backoff_max)
+            if time.monotonic() >= next_metrics:
+                next_metrics = time.monotonic() + self.metrics_interval
+                self.apply_metrics()
+
+    def apply_metrics(self) -> None:
+        try:
+            self.aggregator.apply()
+            inst = self.instruments
+            inst.buffer_rows.set(len(self.buffer))
+            dropped = self.buffer.dropped - self._dropped_reported
+            if dropped:
+                inst.rows_dropped.inc(dropped)
+                self._dropped_reported += dropped
+            if self.on_tick is not None:
+                self.on_tick()
+        except Exception:
+            logger.exception("taskiq-exporter: updating metrics failed")
+
+    async def flush_once(self) -> bool:
+        """Write one batch. False when it could not be written (it stays buffered)."""
+        batch = self.buffer.take(self.batch_size)
+        if not batch:
+            return True
+        started = time.perf_counter()
+        try:
+            await self.store.write(batch, datetime.now(UTC))
+        except asyncio.CancelledError:
+            self.buffer.settle(batch, written=False)
+            raise
+        except Exception as exc:
+            self.instruments.write_errors.inc()
+            if _is_data_error(exc):
+                self.buffer.settle(batch, written=True)
+                await self._write_one_by_one(batch)
+                return True
+            self.buffer.settle(batch, written=False)
+            self.failures += 1
+            self._log_failure(exc)
+            return False
+        self.buffer.settle(batch, written=True)
+        self.instruments.flush_seconds.observe(time.perf_counter() - started)
+        self.instruments.rows_written.inc(len(batch))
+        if self.failures:
+            logger.warning("taskiq-exporter: log writes recovered after %d failures", self.failures)
+        self.failures = 0
+        return True
+
+    async def _write_one_by_one(self, batch: list[LogRow]) -> None:
+        for row in batch:
+            try:
+                await self.store.write([row], datetime.now(UTC))
+                self.instruments.rows_written.inc()
+            except Exception as exc:
+                self.instruments.write_errors.inc()
+                if not _is_data_error(exc):
+                    # The database went away meanwhile: keep the row for the next try.
+                    self.buffer.in_flight += 1
+                    self.buffer.settle([row], written=False)
+                    continue
+                self.buffer.dropped += 1
+                logger.error(
+                    "taskiq-exporter: the database refused the row of task %s attempt %s: %s",
+                    row[0],
+                    row[1],
+                    exc,
+                )
+
+    def _log_failure(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self.failures == 1 or now - self._last_error_log > 30:
+            self._last_error_log = now
+            logger.warning(
+                "taskiq-exporter: writing the execution log failed (%d in a row, %d rows "
+                "buffered, tasks are not affected): %s",
+                self.failures,
+                len(self.buffer),
+                exc,
+            )
+
+    async def stop(self, drain_seconds: float) -> None:
+        """Stop the loop, then write every buffered row (for at most ``drain_seconds``)."""
+        self._stopping = True
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._task, timeout=drain_seconds)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
+        deadline = time.monotonic() + drain_seconds
+        backoff = self.backoff_initial
+        while self.buffer.rows and time.monotonic() < deadline:
+            if not await self.flush_once():
+                await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+                backoff = min(backoff * 2, self.backoff_max)
+        lost = len(self.buffer.rows)
+        if lost:
+            self.buffer.dropped += lost
+            logger.error(
+                "taskiq-exporter: %d execution log rows could not be written before shutdown",
+                lost,
+            )
+        self.apply_metrics()

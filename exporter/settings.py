@@ -1,0 +1,116 @@
+"""Settings: one pydantic-settings class, read only by entry points."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///taskiq_exporter.sqlite3"
+
+DEFAULT_SECRET_KEYS: tuple[str, ...] = (
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "authorization",
+    "cookie",
+    "private_key",
+)
+
+# 5 ms to 10 min, roughly x2.5 per step: enough resolution for p50/p95/p99.
+DEFAULT_DURATION_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
+DEFAULT_QUEUE_WAIT_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    300.0,
+    900.0,
+    3600.0,
+)
+
+
+class ExporterSettings(BaseSettings):
+    """Every knob of the exporter; each is also a ``TASKIQ_EXPORTER_*`` variable."""
+
+    model_config = SettingsConfigDict(env_prefix="TASKIQ_EXPORTER_", extra="ignore")
+
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        description="SQLAlchemy async URL (postgresql+asyncpg://... or sqlite+aiosqlite:///...)",
+    )
+    # What is written
+    secret_keys: tuple[str, ...] = DEFAULT_SECRET_KEYS
+    max_params_bytes: int = Field(16_384, ge=64)
+    max_error_message_bytes: int = Field(2_048, ge=64)
+    max_traceback_bytes: int = Field(32_768, ge=256)
+    # The background writer
+    flush_interval_seconds: float = Field(0.05, gt=0, le=60)
+    batch_size: int = Field(5_000, ge=1, le=100_000)
+    max_buffer_rows: int = Field(100_000, ge=1)
+    retry_backoff_initial_seconds: float = Field(0.2, gt=0)
+    retry_backoff_max_seconds: float = Field(10.0, gt=0)
+    shutdown_flush_timeout_seconds: float = Field(30.0, gt=0)
+    record_pending: bool = Field(True, description="write a PENDING row when a task is sent")
+    # Metrics
+    metrics_flush_interval_seconds: float = Field(1.0, gt=0, le=60)
+    duration_buckets: tuple[float, ...] = DEFAULT_DURATION_BUCKETS
+    queue_wait_buckets: tuple[float, ...] = DEFAULT_QUEUE_WAIT_BUCKETS
+    multiproc_dir: str | None = Field(
+        None, description="prometheus_client multiprocess directory (PROMETHEUS_MULTIPROC_DIR)"
+    )
+    # Maintenance
+    orphan_timeout_seconds: float = Field(3_600.0, gt=0)
+    reaper_interval_seconds: float = Field(60.0, gt=0)
+    retention_days: float = Field(30.0, gt=0)
+    retention_batch_rows: int = Field(10_000, ge=1)
+    retention_interval_seconds: float = Field(3_600.0, gt=0)
+    # Service
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_token: SecretStr | None = None
+    metrics_token: SecretStr | None = None
+
+    @field_validator("duration_buckets", "queue_wait_buckets")
+    @classmethod
+    def _sorted_buckets(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or list(value) != sorted(set(value)) or value[0] <= 0:
+            raise ValueError("buckets must be positive, strictly increasing and not empty")
+        return value
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _lower_keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(k.lower() for k in value)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.database_url.startswith("postgresql")

@@ -1,0 +1,1 @@
+"""The execution log store: models, engine, statements and migrations."""

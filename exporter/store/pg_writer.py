@@ -1,0 +1,97 @@
+"""PostgreSQL: one statement per batch (upsert and rollups) and a NOTIFY of the
+batch's stamp, in one transaction.
+
+The batch travels as one JSON text parameter that the server unpacks: encoding
+fifteen typed arrays cost the worker about 15 us a row, orjson about 0.2 us,
+and the unpacking runs on the database's core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from exporter.events import PG_CHANNEL, TaskEvent
+from exporter.middleware.rows import COLUMNS, LogRow
+from exporter.middleware.sanitize import clean_text
+from exporter.store.row_batches import TERMINAL_SQL, TIME_COLUMNS, coalesce_updates
+
+_CASTS = {
+    "attempt": "int",
+    "worker_pid": "int",
+    "duration_ms": "float8",
+    "queue_wait_ms": "float8",
+    **{c: "float8" for c in TIME_COLUMNS},
+}
+
+
+def _field(i: int, col: str) -> str:
+    if col == "params":
+        return f"(e->>{i})::jsonb"
+    if col in TIME_COLUMNS:
+        return f"to_timestamp((e->>{i})::float8)"
+    return f"(e->>{i})::{_CASTS.get(col, 'text')}"
+
+
+_COLS = ", ".join(COLUMNS)
+_FIELDS = ", ".join(f"{_field(i, c)} AS {c}" for i, c in enumerate(COLUMNS))
+
+UPSERT = text(f"""
+WITH input AS (
+    SELECT {_FIELDS} FROM json_array_elements(CAST(:batch AS json)) AS e
+),
+prev AS (
+    SELECT t.task_id, t.attempt, t.status
+    FROM task_execution_logs t JOIN input i ON t.task_id = i.task_id AND t.attempt = i.attempt
+),
+up AS (
+    INSERT INTO task_execution_logs AS t ({_COLS}, updated_at)
+    SELECT {_COLS}, CAST(:now AS timestamptz) FROM input
+    ON CONFLICT (task_id, attempt) DO UPDATE SET {coalesce_updates("t", "LEAST")}
+    RETURNING t.task_id, t.attempt, t.task_name, t.status, t.created_at, t.duration_ms
+)
+INSERT INTO task_execution_rollups AS r (bucket_start, task_name, status, count, duration_ms_sum)
+SELECT date_trunc('minute', up.created_at), up.task_name, up.status, count(*),
+       COALESCE(sum(up.duration_ms), 0)
+FROM up LEFT JOIN prev ON prev.task_id = up.task_id AND prev.attempt = up.attempt
+WHERE up.status IN {TERMINAL_SQL} AND (prev.status IS NULL OR prev.status NOT IN {TERMINAL_SQL})
+GROUP BY 1, 2, 3
+ON CONFLICT (bucket_start, task_name, status) DO UPDATE
+SET count = r.count + excluded.count, duration_ms_sum = r.duration_ms_sum + excluded.duration_ms_sum
+""")
+
+# One tiny notification per batch: its updated_at. Listeners read the rows
+# written with that stamp (indexed) and derive the events (exporter.events).
+NOTIFY = text("SELECT pg_notify(:channel, :stamp)")
+
+
+def encode_batch(rows: Sequence[LogRow]) -> str:
+    """Rows are lists in COLUMNS order; params is already JSON text and travels
+    as a string that the server casts to jsonb."""
+    try:
+        return orjson.dumps(rows).decode()
+    except orjson.JSONEncodeError:
+        # A task id or name that is not valid UTF-8: clean the strings, never fail.
+        cleaned = [[clean_text(v) if isinstance(v, str) else v for v in row] for row in rows]
+        return orjson.dumps(cleaned).decode()
+
+
+class PostgresRowStore:
+    def __init__(self, engine: AsyncEngine, *, publish_events: bool = True) -> None:
+        self.engine = engine
+        self.publish_events = publish_events
+
+    async def write(self, rows: Sequence[LogRow], now: datetime) -> list[TaskEvent]:
+        batch = encode_batch(rows)
+        async with self.engine.begin() as conn:
+            await conn.execute(UPSERT, {"batch": batch, "now": now})
+            if self.publish_events:
+                await conn.execute(NOTIFY, {"channel": PG_CHANNEL, "stamp": now.isoformat()})
+        return []
+
+    async def close(self) -> None:
+        await self.engine.dispose()
