@@ -73,7 +73,7 @@ class ExporterSettings(BaseSettings):
     max_error_message_bytes: int = Field(2_048, ge=64)
     max_traceback_bytes: int = Field(32_768, ge=256)
     # The background writer
-    flush_interval_seconds: float = Field(0.05, gt=0, le=60)
+    flush_interval_seconds: float = Field(0.05, gt=0, le=3600)
     batch_size: int = Field(5_000, ge=1, le=100_000)
     max_buffer_rows: int = Field(100_000, ge=1)
     retry_backoff_initial_seconds: float = Field(0.2, gt=0)
@@ -87,7 +87,8 @@ class ExporterSettings(BaseSettings):
     multiproc_dir: str | None = Field(
         None, description="prometheus_client multiprocess directory (PROMETHEUS_MULTIPROC_DIR)"
     )
-    # Maintenance
+    # Maintenance (run by the service; one replica at a time on PostgreSQL)
+    maintenance: bool = Field(True, description="run the orphan reaper and retention job")
     orphan_timeout_seconds: float = Field(3_600.0, gt=0)
     reaper_interval_seconds: float = Field(60.0, gt=0)
     retention_days: float = Field(30.0, gt=0)

@@ -15,23 +15,31 @@ class RowBuffer:
         self.rows: dict[RowKey, LogRow] = {}
         self.in_flight = 0
         self.dropped = 0
+        # Attempts already counted as dropped: the send, start and end of one
+        # attempt are one lost row, not three. Bounded; the oldest are forgotten.
+        self._dropped_keys: dict[RowKey, None] = {}
 
     def __len__(self) -> int:
         return len(self.rows) + self.in_flight
 
-    def row(
-        self, task_id: str, attempt: int, task_name: str, now: float, *, count_drop: bool = True
-    ) -> LogRow | None:
+    def row(self, task_id: str, attempt: int, task_name: str, now: float) -> LogRow | None:
         """The buffered row for this attempt, created if there is room."""
         key = (task_id, attempt)
         row = self.rows.get(key)
         if row is None:
             if len(self.rows) + self.in_flight >= self.max_rows:
-                if count_drop:
-                    self.dropped += 1
+                self._count_drop(key)
                 return None
             row = self.rows[key] = new_row(task_id, attempt, task_name, now)
         return row
+
+    def _count_drop(self, key: RowKey) -> None:
+        if key in self._dropped_keys:
+            return
+        self.dropped += 1
+        self._dropped_keys[key] = None
+        if len(self._dropped_keys) > 10_000:
+            del self._dropped_keys[next(iter(self._dropped_keys))]
 
     def take(self, limit: int) -> list[LogRow]:
         """Hand up to ``limit`` rows to the writer; they stay counted until settled."""

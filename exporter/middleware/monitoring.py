@@ -89,9 +89,11 @@ class MonitoringMiddleware(TaskiqMiddleware):
         self._tallies = self.runtime.aggregator.tasks
         self._params = self.runtime.params
         self._record_pending = settings.record_pending
-        # (task_id, attempt) -> (perf_counter at start, created_at, row was buffered)
-        self._active: dict[tuple[str, int], tuple[float, float, bool]] = {}
-        self._errors: dict[tuple[str, int], tuple[str, str]] = {}
+        # Keyed by id(message): retry middlewares re-kick with the *same* labels
+        # dict, so after on_error the labels already name the next attempt.
+        # id(message) -> (task_id, attempt, perf_counter at start, created_at)
+        self._active: dict[int, tuple[str, int, float, float]] = {}
+        self._errors: dict[int, tuple[str, str]] = {}
         self._host = socket.gethostname()
         self._pid = os.getpid()
 
@@ -147,7 +149,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 created = sent
                 tally.queue_wait.observe(now - sent)
             row = self._buffer.row(message.task_id, attempt, name, created)
-            self._active[(message.task_id, attempt)] = (perf_counter(), created, row is not None)
+            self._active[id(message)] = (message.task_id, attempt, perf_counter(), created)
             if row is not None:
                 if created < row[CREATED_AT]:
                     row[CREATED_AT] = created
@@ -171,7 +173,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             return  # the task asked not to store a result: not a failure
         try:
             s = self.settings
-            self._errors[(message.task_id, _attempt(message.labels))] = describe_exception(
+            self._errors[id(message)] = describe_exception(
                 exception,
                 max_message_bytes=s.max_error_message_bytes,
                 max_traceback_bytes=s.max_traceback_bytes,
@@ -184,14 +186,14 @@ class MonitoringMiddleware(TaskiqMiddleware):
         try:
             now = time()
             name = message.task_name
-            key = (message.task_id, _attempt(message.labels))
-            state = self._active.pop(key, None)
-            if state is not None:
-                duration = end - state[0]
-                created = state[1]
+            state = self._active.pop(id(message), None)
+            if state is not None and state[0] == message.task_id:
+                attempt, duration, created = state[1], end - state[2], state[3]
             else:
+                state = None
+                attempt = _attempt(message.labels)
                 duration, created = float(result.execution_time), now
-            error = self._errors.pop(key, None) if self._errors else None
+            error = self._errors.pop(id(message), None) if self._errors else None
             if error is None and result.is_err and not isinstance(result.error, NoResultError):
                 error = (safe_str(result.error)[: self.settings.max_error_message_bytes], "")
             tally = self._tallies.get(name) or self._tally(name)
@@ -208,10 +210,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             tally.duration[status].observe(duration)
             if state is not None:
                 tally.in_progress -= 1
-            # An attempt whose first row was dropped (full buffer) is not counted twice.
-            row = self._buffer.row(
-                key[0], key[1], name, created, count_drop=state is None or state[2]
-            )
+            row = self._buffer.row(message.task_id, attempt, name, created)
             if row is not None:
                 row[COMPLETED_AT] = now
                 row[DURATION_MS] = duration * 1000.0

@@ -44,14 +44,14 @@ def safe_repr(value: object) -> str:
     try:
         return clean_text(repr(value))
     except Exception:
-        return f"<unrepresentable {type(value).__qualname__}>"
+        return f"<unrepresentable {type(value).__name__}>"
 
 
 def safe_str(value: object) -> str:
     try:
         return clean_text(str(value))
     except Exception:
-        return f"<str() failed for {type(value).__qualname__}>"
+        return f"<str() failed for {type(value).__name__}>"
 
 
 class ParamsEncoder:
@@ -111,7 +111,7 @@ def describe_exception(
     exc: BaseException, *, max_message_bytes: int, max_traceback_bytes: int
 ) -> tuple[str, str]:
     """``("TypeName: message", full traceback)``, each capped; never raises."""
-    name = type(exc).__qualname__
+    name = type(exc).__name__
     text = safe_str(exc)
     message = cap_text(f"{name}: {text}" if text else name, max_message_bytes)
     try:

@@ -1,0 +1,1 @@
+"""Periodic upkeep of the execution log: orphaned attempts and retention."""

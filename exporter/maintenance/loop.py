@@ -1,0 +1,68 @@
+"""The service runs the reaper and the retention job on their intervals.
+On PostgreSQL an advisory lock makes one replica do each job at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from exporter.maintenance import reaper, retention
+from exporter.settings import ExporterSettings
+
+logger = logging.getLogger(__name__)
+LOCK_REAPER = 0x7A51_0001
+LOCK_RETENTION = 0x7A51_0002
+
+
+@contextlib.asynccontextmanager
+async def _exclusive(engine: AsyncEngine, key: int) -> AsyncIterator[bool]:
+    if engine.dialect.name != "postgresql":
+        yield True
+        return
+    async with engine.connect() as conn:
+        got = bool(
+            (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar()
+        )
+        try:
+            yield got
+        finally:
+            if got:
+                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            await conn.commit()
+
+
+async def _every(
+    seconds: float, engine: AsyncEngine, key: int, job: Callable[[], Awaitable[object]]
+) -> None:
+    while True:
+        try:
+            async with _exclusive(engine, key) as mine:
+                if mine:
+                    await job()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("taskiq-exporter: maintenance job failed; retrying next interval")
+        await asyncio.sleep(seconds)
+
+
+async def run_maintenance(engine: AsyncEngine, settings: ExporterSettings) -> None:
+    """Run until cancelled."""
+    s = settings
+    await asyncio.gather(
+        _every(
+            s.reaper_interval_seconds, engine, LOCK_REAPER,
+            lambda: reaper.reap_orphans(engine, older_than_seconds=s.orphan_timeout_seconds),
+        ),
+        _every(
+            s.retention_interval_seconds, engine, LOCK_RETENTION,
+            lambda: retention.prune(
+                engine, days=s.retention_days, batch_rows=s.retention_batch_rows
+            ),
+        ),
+    )  # fmt: skip

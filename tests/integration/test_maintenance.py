@@ -1,0 +1,97 @@
+"""Orphaned attempts are reaped with their cause; old rows leave in batches."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import func, insert, select
+
+from exporter.maintenance import reaper, retention
+from exporter.store.engine import make_engine
+from exporter.store.models import TaskExecutionLog, TaskExecutionRollup
+
+LOG = TaskExecutionLog
+NOW = datetime(2026, 11, 28, 12, 0, 30, tzinfo=UTC)
+
+
+def running(task_id: str, started: datetime, **extra: object) -> dict[str, object]:
+    return {
+        "task_name": "m:task", "status": "running", "task_id": task_id, "attempt": 1,
+        "started_at": started, "created_at": started, "updated_at": started,
+        "worker_host": None, "worker_pid": None, **extra,
+    }  # fmt: skip
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+async def test_reaper_fails_timed_out_and_dead_worker_attempts(store_url: str) -> None:
+    engine = make_engine(store_url)
+    host = socket.gethostname()
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert(LOG), [
+                running("old", NOW - timedelta(hours=2)),
+                running("fresh", NOW - timedelta(seconds=5), worker_host=host,
+                        worker_pid=os.getpid()),
+                running("killed", NOW - timedelta(seconds=5), worker_host=host,
+                        worker_pid=dead_pid()),
+                running("elsewhere", NOW - timedelta(seconds=5), worker_host="other-host",
+                        worker_pid=dead_pid()),
+            ])  # fmt: skip
+        reaped = await reaper.reap_orphans(engine, older_than_seconds=3600, now=NOW)
+        assert reaped == 2
+        async with engine.connect() as conn:
+            got = {r.task_id: r for r in await conn.execute(select(LOG))}
+            rollup = (await conn.execute(
+                select(func.sum(TaskExecutionRollup.count)).where(
+                    TaskExecutionRollup.status == "failed"
+                )
+            )).scalar_one()  # fmt: skip
+        assert got["old"].status == "failed"
+        assert "no result 3600 s after start" in got["old"].error_message
+        assert got["old"].completed_at == NOW
+        assert got["old"].duration_ms == 2 * 3600 * 1000
+        assert got["killed"].status == "failed"
+        assert "is gone" in got["killed"].error_message
+        assert got["killed"].error_message.startswith("WorkerLost:")
+        assert got["fresh"].status == "running"
+        assert got["elsewhere"].status == "running"
+        assert rollup == 2
+        # A second pass finds nothing more: nothing is counted twice.
+        assert await reaper.reap_orphans(engine, older_than_seconds=3600, now=NOW) == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_retention_deletes_old_rows_and_rollups_in_batches(store_url: str) -> None:
+    engine = make_engine(store_url)
+    try:
+        rows = []
+        for i in range(25):
+            created = NOW - timedelta(days=40 if i < 15 else 1, minutes=i)
+            rows.append({**running(f"t{i}", created), "status": "success"})
+        async with engine.begin() as conn:
+            await conn.execute(insert(LOG), rows)
+            await conn.execute(insert(TaskExecutionRollup), [
+                {"bucket_start": NOW - timedelta(days=40), "task_name": "m:task",
+                 "status": "success", "count": 15, "duration_ms_sum": 1.0},
+                {"bucket_start": NOW - timedelta(days=1), "task_name": "m:task",
+                 "status": "success", "count": 10, "duration_ms_sum": 1.0},
+            ])  # fmt: skip
+        deleted = await retention.prune(engine, days=30, batch_rows=4, now=NOW)
+        assert deleted == 15
+        async with engine.connect() as conn:
+            left = (await conn.execute(select(func.count(LOG.id)))).scalar_one()
+            rollups = (await conn.execute(select(TaskExecutionRollup.count))).scalars().all()
+        assert left == 10
+        assert rollups == [10]
+    finally:
+        await engine.dispose()

@@ -1,0 +1,133 @@
+"""Real `taskiq worker --workers 2` processes on Redis, one scrape for all of them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, text
+
+from tests.integration import processes as p
+
+
+def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    body = httpx.get(f"{base}/metrics", timeout=10).text
+    out = {}
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
+          **labels: str) -> float:  # fmt: skip
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def db_count(url: str, where: str = "true") -> int:
+    engine = create_engine(_sync(url))
+    with engine.connect() as conn:
+        n = conn.execute(text(f"SELECT count(*) FROM task_execution_logs WHERE {where}")).scalar()
+    engine.dispose()
+    return int(n or 0)
+
+
+def _sync(url: str) -> str:
+    # The test reads synchronously (pg8000) while the product writes with asyncpg.
+    return url.replace("postgresql+asyncpg", "postgresql+pg8000")
+
+
+def wait_for(check: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.2)
+
+
+def test_two_worker_processes_sum_in_one_scrape(
+    pg_store: str, tmp_path: Path, unused_port: Callable[[], int]
+) -> None:
+    p.require_redis()
+    env = p.environment(pg_store, tmp_path / "metrics")
+    with p.worker(env) as proc, p.service(env, unused_port()) as base:
+        p.send(env, 300, 40)
+        wait_for(lambda: db_count(pg_store, "status IN ('success', 'failed')") == 300)
+
+        def complete() -> bool:
+            s = scrape(base)
+            done = sum(
+                value(s, "taskiq_tasks_completed_total", task_name=n, status=st)
+                for n in ("w:quick", "w:fail") for st in ("success", "failed")
+            )  # fmt: skip
+            return done == 300
+
+        wait_for(complete)
+        s = scrape(base)
+        assert value(s, "taskiq_tasks_sent_total", task_name="w:quick") == 260
+        assert value(s, "taskiq_tasks_sent_total", task_name="w:fail") == 40
+        assert value(s, "taskiq_tasks_started_total", task_name="w:quick") == 260
+        assert (
+            value(s, "taskiq_tasks_completed_total", task_name="w:quick", status="success") == 260
+        )
+        assert value(s, "taskiq_tasks_completed_total", task_name="w:fail", status="failed") == 40
+        assert value(s, "taskiq_tasks_in_progress", task_name="w:quick") == 0
+        assert value(s, "taskiq_task_queue_wait_seconds_count", task_name="w:quick") == 260
+        assert value(s, "taskiq_exporter_log_rows_dropped_total") == 0
+        # Both processes did work, and their pids are in the log.
+        assert db_count(pg_store, "true") == 300
+        pids = p.child_pids(proc.pid)
+        assert len(pids) == 2
+        worked = {pid for pid in pids if db_count(pg_store, f"worker_pid = {pid}") > 0}
+        assert worked == set(pids)
+
+
+def test_sigterm_writes_every_buffered_row_before_exit(pg_store: str, tmp_path: Path) -> None:
+    p.require_redis()
+    # Rows stay buffered for an hour unless the shutdown writes them.
+    env = p.environment(
+        pg_store, tmp_path / "metrics", TASKIQ_EXPORTER_FLUSH_INTERVAL_SECONDS="3600"
+    )
+    with p.worker(env) as proc:
+        time.sleep(2)  # workers up
+        p.send(env, 200, 10)
+        # The sender flushed its pending rows at its own shutdown; the workers hold the rest.
+        wait_for(lambda: db_count(pg_store, "true") == 200)
+        time.sleep(2)
+        assert db_count(pg_store, "status IN ('success', 'failed')") == 0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    assert db_count(pg_store, "status = 'success'") == 190
+    assert db_count(pg_store, "status = 'failed'") == 10
+
+
+def test_a_killed_worker_neither_breaks_the_scrape_nor_stays_in_progress(
+    pg_store: str, tmp_path: Path, unused_port: Callable[[], int]
+) -> None:
+    p.require_redis()
+    env = p.environment(
+        pg_store,
+        tmp_path / "metrics",
+        TASKIQ_EXPORTER_REAPER_INTERVAL_SECONDS="0.5",
+    )
+    with p.worker(env, workers=1) as proc, p.service(env, unused_port()) as base:
+        time.sleep(2)
+        p.send(env, 5, 0, slow_seconds=120)
+        wait_for(lambda: db_count(pg_store, "status = 'running'") == 1)
+        wait_for(lambda: value(scrape(base), "taskiq_tasks_in_progress", task_name="w:slow") == 1)
+        (child,) = p.child_pids(proc.pid)
+        os.kill(child, signal.SIGKILL)
+        # Garbage where the killed process's files were must not break scrapes either.
+        (tmp_path / "metrics" / f"counter_{child + 100000}.db").write_bytes(b"\x00\x01\x02")
+        wait_for(lambda: value(scrape(base), "taskiq_tasks_in_progress", task_name="w:slow") == 0)
+        s = scrape(base)
+        assert value(s, "taskiq_tasks_completed_total", task_name="w:quick", status="success") == 5
+        assert value(s, "taskiq_tasks_started_total", task_name="w:slow") == 1
+        # The service's reaper sees the worker's pid is gone on this host.
+        wait_for(lambda: db_count(pg_store, "status = 'failed'") == 1)
+        assert db_count(pg_store, "error_message LIKE 'WorkerLost:%is gone%'") == 1

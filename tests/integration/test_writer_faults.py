@@ -1,0 +1,138 @@
+"""The database goes away; tasks never notice, and nothing the bound allows is lost."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+from taskiq import InMemoryBroker
+
+from exporter import MonitoringMiddleware
+from exporter.store.engine import make_engine
+from exporter.store.models import TaskExecutionLog
+from tests.tcp_proxy import TcpProxy
+
+FAST = {
+    "flush_interval_seconds": 0.02,
+    "metrics_flush_interval_seconds": 0.05,
+    "retry_backoff_initial_seconds": 0.05,
+    "retry_backoff_max_seconds": 0.2,
+}
+
+
+async def count(url: str) -> int:
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(select(func.count(TaskExecutionLog.id)))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+async def eventually(predicate: Any, seconds: float = 15.0) -> None:
+    for _ in range(int(seconds / 0.05)):
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def broker_with(url: str, **options: Any) -> tuple[InMemoryBroker, MonitoringMiddleware, Any]:
+    mw = MonitoringMiddleware(database_url=url, **{**FAST, **options})
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(mw)
+
+    @broker.task(task_name="f:work")
+    async def work(i: int) -> int:
+        return i
+
+    return broker, mw, work
+
+
+def sample(mw: MonitoringMiddleware, name: str) -> float:
+    return mw.registry.get_sample_value(name) or 0.0
+
+
+async def test_database_down_at_startup_then_back(pg_store: str) -> None:
+    proxy = TcpProxy("127.0.0.1", make_url(pg_store).port or 5432)
+    await proxy.start()
+    database = make_url(pg_store).database or ""
+    url = proxy.url(database)
+    await proxy.cut()  # nothing listens: the database is down
+    broker, mw, work = broker_with(url)
+    await broker.startup()
+    results = [await (await work.kiq(i)).wait_result(timeout=5) for i in range(50)]
+    assert [r.return_value for r in results] == list(range(50))
+    await eventually(lambda: _true(sample(mw, "taskiq_exporter_log_write_errors_total") > 0))
+    await proxy.restore()
+    await eventually(lambda: _eq(count(pg_store), 50))
+    await broker.shutdown()
+    assert sample(mw, "taskiq_exporter_log_rows_dropped_total") == 0
+    assert sample(mw, "taskiq_exporter_log_rows_written_total") == 50
+    await proxy.cut()
+
+
+async def test_database_disappears_mid_run(pg_store: str) -> None:
+    proxy = TcpProxy("127.0.0.1", make_url(pg_store).port or 5432)
+    await proxy.start()
+    url = proxy.url(make_url(pg_store).database or "")
+    broker, mw, work = broker_with(url)
+    await broker.startup()
+    for i in range(100):
+        await work.kiq(i)
+    await eventually(lambda: _eq(count(pg_store), 100))
+    await proxy.cut()
+    for i in range(100, 300):
+        result = await (await work.kiq(i)).wait_result(timeout=5)
+        assert not result.is_err
+    await asyncio.sleep(0.3)
+    assert await count(pg_store) == 100
+    assert sample(mw, "taskiq_exporter_log_buffer_rows") > 0 or mw.runtime.buffer.rows
+    await proxy.restore()
+    await eventually(lambda: _eq(count(pg_store), 300))
+    await broker.shutdown()
+    assert sample(mw, "taskiq_exporter_log_rows_dropped_total") == 0
+    assert sample(mw, "taskiq_exporter_log_write_errors_total") >= 1
+    await proxy.cut()
+
+
+async def test_rows_beyond_the_bound_are_dropped_and_counted(pg_store: str) -> None:
+    proxy = TcpProxy("127.0.0.1", make_url(pg_store).port or 5432)
+    await proxy.start()
+    url = proxy.url(make_url(pg_store).database or "")
+    await proxy.cut()
+    broker, mw, work = broker_with(url, max_buffer_rows=40, shutdown_flush_timeout_seconds=10)
+    await broker.startup()
+    for i in range(100):
+        result = await (await work.kiq(i)).wait_result(timeout=5)
+        assert result.return_value == i
+    await proxy.restore()
+    await broker.shutdown()
+    assert await count(pg_store) == 40
+    assert sample(mw, "taskiq_exporter_log_rows_dropped_total") == 60
+    # Metrics do not depend on the log: every task is counted.
+    labels = {"task_name": "f:work", "status": "success"}
+    assert mw.registry.get_sample_value("taskiq_tasks_completed_total", labels) == 100
+    await proxy.cut()
+
+
+async def test_shutdown_gives_up_after_its_timeout_and_counts_the_loss(pg_store: str) -> None:
+    proxy = TcpProxy("127.0.0.1", make_url(pg_store).port or 5432)
+    await proxy.start()
+    url = proxy.url(make_url(pg_store).database or "")
+    await proxy.cut()
+    broker, mw, work = broker_with(url, shutdown_flush_timeout_seconds=0.5)
+    await broker.startup()
+    for i in range(10):
+        await work.kiq(i)
+    await broker.shutdown()
+    assert sample(mw, "taskiq_exporter_log_rows_dropped_total") == 10
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _eq(awaitable: Any, expected: int) -> bool:
+    return bool(await awaitable == expected)

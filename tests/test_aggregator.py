@@ -1,0 +1,75 @@
+"""Metric tallies applied in bulk equal what per-call updates would show."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Histogram
+
+from exporter.metrics.aggregator import Aggregator
+from exporter.metrics.instruments import Instruments
+from exporter.settings import DEFAULT_DURATION_BUCKETS, DEFAULT_QUEUE_WAIT_BUCKETS
+
+
+def make() -> tuple[CollectorRegistry, Aggregator]:
+    registry = CollectorRegistry()
+    inst = Instruments(
+        registry,
+        duration_buckets=DEFAULT_DURATION_BUCKETS,
+        queue_wait_buckets=DEFAULT_QUEUE_WAIT_BUCKETS,
+    )
+    return registry, Aggregator(inst)
+
+
+def test_every_series_of_a_task_exists_at_zero_from_first_sight() -> None:
+    registry, agg = make()
+    agg.task("app:new")
+    labels = {"task_name": "app:new"}
+    assert registry.get_sample_value("taskiq_tasks_sent_total", labels) == 0
+    assert registry.get_sample_value("taskiq_tasks_started_total", labels) == 0
+    assert registry.get_sample_value("taskiq_task_retries_total", labels) == 0
+    assert registry.get_sample_value("taskiq_tasks_in_progress", labels) == 0
+    for status in ("success", "failed"):
+        both = {**labels, "status": status}
+        assert registry.get_sample_value("taskiq_tasks_completed_total", both) == 0
+        assert registry.get_sample_value("taskiq_task_duration_seconds_count", both) == 0
+    assert registry.get_sample_value("taskiq_task_queue_wait_seconds_count", labels) == 0
+
+
+def test_bulk_histogram_equals_observe_one_by_one() -> None:
+    values = [0.0, 0.004, 0.005, 0.0051, 0.3, 2.5, 7.0, 599.0, 601.0, 10_000.0]
+    registry, agg = make()
+    tally = agg.task("app:t")
+    for v in values:
+        tally.duration["success"].observe(v)
+    agg.apply()
+    reference_registry = CollectorRegistry()
+    reference = Histogram("ref", "", buckets=DEFAULT_DURATION_BUCKETS, registry=reference_registry)
+    for v in values:
+        reference.observe(v)
+    labels = {"task_name": "app:t", "status": "success"}
+    for bound in [*(str(b) for b in DEFAULT_DURATION_BUCKETS), "+Inf"]:
+        expected = reference_registry.get_sample_value("ref_bucket", {"le": bound})
+        got = registry.get_sample_value(
+            "taskiq_task_duration_seconds_bucket", {**labels, "le": bound}
+        )
+        assert got == expected, bound
+    assert registry.get_sample_value("taskiq_task_duration_seconds_sum", labels) == sum(values)
+
+
+def test_apply_adds_deltas_and_sets_in_progress() -> None:
+    registry, agg = make()
+    tally = agg.task("app:t")
+    tally.started += 3
+    tally.success += 2
+    tally.in_progress = 1
+    agg.apply()
+    tally.started += 1
+    tally.in_progress = 0
+    agg.apply()
+    agg.apply()
+    labels = {"task_name": "app:t"}
+    assert registry.get_sample_value("taskiq_tasks_started_total", labels) == 4
+    assert (
+        registry.get_sample_value("taskiq_tasks_completed_total", {**labels, "status": "success"})
+        == 2
+    )
+    assert registry.get_sample_value("taskiq_tasks_in_progress", labels) == 0

@@ -1,0 +1,80 @@
+"""The bounded buffer between the hooks and the writer."""
+
+from __future__ import annotations
+
+from exporter.middleware.buffer import RowBuffer
+from exporter.middleware.rows import (
+    COMPLETED_AT,
+    CREATED_AT,
+    STARTED_AT,
+    STATUS,
+    advance,
+)
+
+
+def test_start_and_end_in_one_window_are_one_row() -> None:
+    buf = RowBuffer(10)
+    row = buf.row("t1", 1, "app:task", 100.0)
+    assert row is not None
+    row[STARTED_AT] = 101.0
+    advance(row, "running")
+    again = buf.row("t1", 1, "app:task", 100.0)
+    assert again is row
+    again[COMPLETED_AT] = 102.0
+    advance(again, "success")
+    batch = buf.take(100)
+    assert len(batch) == 1
+    assert batch[0][STATUS] == "success"
+    assert batch[0][STARTED_AT] == 101.0
+
+
+def test_status_never_goes_back_and_terminal_is_final() -> None:
+    row = RowBuffer(1).row("t", 1, "n", 0.0)
+    assert row is not None
+    advance(row, "success")
+    advance(row, "running")
+    advance(row, "failed")
+    assert row[STATUS] == "success"
+
+
+def test_rows_beyond_the_bound_are_dropped_and_counted() -> None:
+    buf = RowBuffer(3)
+    kept = [buf.row(f"t{i}", 1, "n", 0.0) for i in range(5)]
+    assert [r is not None for r in kept] == [True, True, True, False, False]
+    assert buf.dropped == 2
+    # Updates to rows already held are always accepted.
+    assert buf.row("t0", 1, "n", 0.0) is kept[0]
+    assert buf.dropped == 2
+
+
+def test_in_flight_rows_count_against_the_bound() -> None:
+    buf = RowBuffer(2)
+    buf.row("a", 1, "n", 0.0)
+    buf.row("b", 1, "n", 0.0)
+    batch = buf.take(10)
+    assert len(buf) == 2
+    assert buf.row("c", 1, "n", 0.0) is None
+    buf.settle(batch, written=True)
+    assert len(buf) == 0
+    assert buf.row("c", 1, "n", 0.0) is not None
+
+
+def test_a_failed_batch_goes_back_merged_with_newer_updates() -> None:
+    buf = RowBuffer(10)
+    row = buf.row("t", 1, "n", 50.0)
+    assert row is not None
+    advance(row, "running")
+    row[STARTED_AT] = 51.0
+    batch = buf.take(10)
+    # Meanwhile the task finished: a new buffered row for the same attempt.
+    newer = buf.row("t", 1, "n", 60.0)
+    assert newer is not None
+    newer[COMPLETED_AT] = 70.0
+    advance(newer, "success")
+    buf.settle(batch, written=False)
+    assert len(buf.rows) == 1
+    merged = buf.rows[("t", 1)]
+    assert merged[STATUS] == "success"
+    assert merged[STARTED_AT] == 51.0
+    assert merged[COMPLETED_AT] == 70.0
+    assert merged[CREATED_AT] == 50.0
