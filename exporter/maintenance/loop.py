@@ -17,6 +17,7 @@ from exporter.settings import ExporterSettings
 logger = logging.getLogger(__name__)
 LOCK_REAPER = 0x7A51_0001
 LOCK_RETENTION = 0x7A51_0002
+STARTUP_DELAY_SECONDS = 5.0
 
 
 @contextlib.asynccontextmanager
@@ -39,6 +40,9 @@ async def _exclusive(engine: AsyncEngine, key: int) -> AsyncIterator[bool]:
 async def _every(
     seconds: float, engine: AsyncEngine, key: int, job: Callable[[], Awaitable[object]]
 ) -> None:
+    # Not at once: a service that starts and stops right away (tests, a crash
+    # loop) should not be cut off in the middle of a batch.
+    await asyncio.sleep(min(seconds, STARTUP_DELAY_SECONDS))
     while True:
         try:
             async with _exclusive(engine, key) as mine:

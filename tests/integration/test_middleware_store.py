@@ -178,3 +178,32 @@ async def test_rows_are_written_while_tasks_run(store_url: str) -> None:
     assert len(await rows(store_url)) == 300
     await broker.shutdown()
     assert sample(mw, "taskiq_exporter_log_flush_seconds_count") >= 1  # type: ignore[operator]
+
+
+async def test_a_task_within_one_flush_window_is_one_insert_and_no_update(pg_store: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    broker, _ = make_broker(pg_store, flush_interval_seconds=2.0)
+    await broker.startup()
+    ok = broker.find_task("t:ok")
+    assert ok is not None
+    for i in range(50):
+        await ok.kiq(i)
+    await broker.shutdown()  # one batch; the writer's connection closes and reports its stats
+    conn = await asyncpg.connect(pg_store.replace("+asyncpg", ""))
+    try:
+        for _ in range(50):
+            await conn.execute("SELECT pg_stat_clear_snapshot()")
+            ins, upd = await conn.fetchrow(
+                "SELECT n_tup_ins, n_tup_upd FROM pg_stat_user_tables"
+                " WHERE relname = 'task_execution_logs'"
+            )
+            if ins == 50:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+    assert (ins, upd) == (50, 0)
+    assert len(await rows(pg_store)) == 50

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Make sure what the tests talk to is there: PostgreSQL and Redis running, and
+# Prometheus's promtool/prometheus/amtool installed (Debian packages).
+# Needs root for apt-get; without it, missing pieces make their tests skip
+# (or fail, when CI is set).
+set -uo pipefail
+if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      prometheus prometheus-alertmanager >/dev/null
+  else
+    echo "promtool/amtool missing: install Debian's prometheus and prometheus-alertmanager" >&2
+  fi
+fi
+if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  if command -v pg_ctlcluster >/dev/null; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+  fi
+fi
+if command -v redis-cli >/dev/null && ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
+  if command -v redis-server >/dev/null; then
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
+  fi
+fi
+exit 0
