@@ -26,6 +26,7 @@ LOG_FLUSH_SECONDS = "taskiq_exporter_log_flush_seconds"
 # Gauges the service derives from the store at scrape time.
 TASKS_BY_STATUS = "taskiq_tasks_by_status"
 OLDEST_PENDING_AGE = "taskiq_oldest_pending_task_age_seconds"
+STORE_UP = "taskiq_exporter_store_up"
 
 COMPLETED_STATUSES = ("success", "failed")
 

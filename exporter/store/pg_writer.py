@@ -60,6 +60,8 @@ SELECT date_trunc('minute', up.created_at), up.task_name, up.status, count(*),
 FROM up LEFT JOIN prev ON prev.task_id = up.task_id AND prev.attempt = up.attempt
 WHERE up.status IN {TERMINAL_SQL} AND (prev.status IS NULL OR prev.status NOT IN {TERMINAL_SQL})
 GROUP BY 1, 2, 3
+-- One lock order for every writer (and the hourly trigger after it): no deadlocks.
+ORDER BY 2, 3, 1
 ON CONFLICT (bucket_start, task_name, status) DO UPDATE
 SET count = r.count + excluded.count, duration_ms_sum = r.duration_ms_sum + excluded.duration_ms_sum
 """)

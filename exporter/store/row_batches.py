@@ -37,7 +37,11 @@ def coalesce_updates(table: str, least: str) -> str:
     sets.append(f"params = COALESCE({table}.params, excluded.params)")
     for col in COLUMNS[5:14]:
         sets.append(f"{col} = COALESCE(excluded.{col}, {table}.{col})")
-    sets.append(f"created_at = {least}({table}.created_at, excluded.created_at)")
+    # A finished row's minute is in the rollups already: its created_at stays.
+    sets.append(
+        f"created_at = CASE WHEN {table}.status IN {TERMINAL_SQL} THEN {table}.created_at "
+        f"ELSE {least}({table}.created_at, excluded.created_at) END"
+    )
     sets.append("updated_at = excluded.updated_at")
     return ", ".join(sets)
 

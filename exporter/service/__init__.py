@@ -1,0 +1,1 @@
+"""The HTTP service: /metrics, health, the JSON API and live events."""

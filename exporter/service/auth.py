@@ -1,0 +1,93 @@
+"""Bearer-token authentication as a pure ASGI middleware.
+
+``/api/*`` (HTTP and the WebSocket) needs the API token when one is set; ``/metrics``
+needs the metrics token when one is set; ``/healthz``, ``/readyz`` and
+``/openapi.json`` stay open. Browsers cannot put headers on a WebSocket, so the
+WebSocket also accepts ``?token=`` (it may end up in proxy logs: prefer the header).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from urllib.parse import parse_qs
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+API_PREFIX = "/api/"
+
+
+def bearer_token(scope: Scope) -> str | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return str(token.strip())
+    return None
+
+
+def query_token(scope: Scope) -> str | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token")
+    return values[0] if values else None
+
+
+def token_matches(given: str | None, expected: str) -> bool:
+    if given is None:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
+
+
+class BearerAuthMiddleware:
+    """Checks ``Authorization: Bearer <token>`` in constant time; 401 otherwise."""
+
+    def __init__(
+        self, app: ASGIApp, *, api_token: str | None = None, metrics_token: str | None = None
+    ) -> None:
+        self.app = app
+        self.api_token = api_token or None
+        self.metrics_token = metrics_token or None
+
+    def _expected(self, path: str) -> str | None:
+        if path.startswith(API_PREFIX):
+            return self.api_token
+        if path == "/metrics":
+            return self.metrics_token
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        expected = self._expected(scope["path"])
+        if expected is None:
+            await self.app(scope, receive, send)
+            return
+        given = bearer_token(scope)
+        if given is None and scope["type"] == "websocket":
+            given = query_token(scope)
+        if token_matches(given, expected):
+            await self.app(scope, receive, send)
+            return
+        message = "missing bearer token" if given is None else "invalid bearer token"
+        if scope["type"] == "websocket":
+            await deny_websocket(scope, send, 401, message)
+        else:
+            await send_json_error(send, 401, message)
+
+
+async def send_json_error(send: Send, status: int, message: str, *, prefix: str = "http") -> None:
+    body = json.dumps({"error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="taskiq-exporter"'))
+    await send({"type": f"{prefix}.response.start", "status": status, "headers": headers})
+    await send({"type": f"{prefix}.response.body", "body": body})
+
+
+async def deny_websocket(scope: Scope, send: Send, status: int, message: str) -> None:
+    """Refuse a WebSocket handshake: an HTTP response where the server supports it
+    (uvicorn, the test client), else a close with policy-violation code 1008."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send_json_error(send, status, message, prefix="websocket.http")
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})

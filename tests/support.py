@@ -1,0 +1,132 @@
+"""Helpers for the service tests: rows as the writer stores them, the app with its
+lifespan, a real uvicorn for WebSockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+
+import httpx
+import uvicorn
+from sqlalchemy import Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from starlette.applications import Starlette
+
+from exporter.app import create_app
+from exporter.events import EventHub
+from exporter.settings import ExporterSettings
+from exporter.store.engine import make_engine
+from exporter.store.models import TaskExecutionLog, TaskExecutionRollup
+
+
+def log_row(
+    *,
+    task_name: str = "app:task",
+    status: str = "success",
+    created_at: datetime,
+    task_id: str | None = None,
+    attempt: int = 1,
+    duration_ms: float | None = 10.0,
+    error_message: str | None = None,
+    error_traceback: str | None = None,
+    params: object = None,
+    updated_at: datetime | None = None,
+) -> dict[str, object]:
+    """A task_execution_logs row as the writer would store it."""
+    finished = status in ("success", "failed")
+    return {
+        "task_name": task_name,
+        "status": status,
+        "task_id": task_id or uuid.uuid4().hex,
+        "attempt": attempt,
+        "params": params if params is not None else {"args": [1], "kwargs": {}},
+        "queued_at": created_at,
+        "started_at": created_at if status != "pending" else None,
+        "completed_at": created_at + timedelta(milliseconds=duration_ms or 0) if finished else None,
+        "duration_ms": duration_ms if finished else None,
+        "queue_wait_ms": 1.0,
+        "error_message": error_message,
+        "error_traceback": error_traceback,
+        "worker_host": "host-1",
+        "worker_pid": 4242,
+        "created_at": created_at,
+        "updated_at": updated_at or created_at,
+    }
+
+
+async def insert_logs(url: str, rows: list[dict[str, object]]) -> None:
+    """Insert rows and their minute rollups in one transaction, as the writer does
+    (the hourly rollups follow through the triggers)."""
+    engine = make_engine(url)
+    sums: dict[tuple[datetime, str, str], list[float]] = {}
+    for row in rows:
+        if row["status"] in ("success", "failed"):
+            created = row["created_at"]
+            assert isinstance(created, datetime)
+            key = (
+                created.replace(second=0, microsecond=0),
+                str(row["task_name"]),
+                str(row["status"]),
+            )
+            acc = sums.setdefault(key, [0, 0.0])
+            acc[0] += 1
+            acc[1] += float(row["duration_ms"] or 0.0)  # type: ignore[arg-type]
+    rollups = [
+        {"bucket_start": b, "task_name": n, "status": s, "count": int(c), "duration_ms_sum": d}
+        for (b, n, s), (c, d) in sorted(sums.items())
+    ]
+    insert = pg_insert if url.startswith("postgresql") else sqlite_insert
+    table: Table = TaskExecutionRollup.__table__  # type: ignore[assignment]
+    logs: Table = TaskExecutionLog.__table__  # type: ignore[assignment]
+    try:
+        async with engine.begin() as conn:
+            if rows:
+                await conn.execute(logs.insert(), rows)
+            if rollups:
+                stmt = insert(table)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["bucket_start", "task_name", "status"],
+                    set_={
+                        "count": table.c.count + stmt.excluded.count,
+                        "duration_ms_sum": table.c.duration_ms_sum + stmt.excluded.duration_ms_sum,
+                    },
+                )
+                await conn.execute(stmt, rollups)
+    finally:
+        await engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def running_service(
+    url: str, *, hub: EventHub | None = None, raise_errors: bool = True, **settings: object
+) -> AsyncIterator[tuple[Starlette, httpx.AsyncClient]]:
+    """The app with its lifespan running, and an HTTP client bound to it (no sockets).
+    The reaper and retention jobs stay off unless asked for: they would change the data."""
+    settings.setdefault("maintenance", False)
+    app = create_app(ExporterSettings(database_url=url, **settings), hub=hub)  # type: ignore[arg-type]
+    async with app.router.lifespan_context(app):
+        # raise_errors=False: see the 500 response as a server would send it.
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_errors)
+        async with httpx.AsyncClient(transport=transport, base_url="http://exporter") as client:
+            yield app, client
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Starlette, port: int) -> AsyncIterator[str]:
+    """The app behind a real uvicorn on 127.0.0.1:port (for WebSockets)."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
