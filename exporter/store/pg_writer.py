@@ -8,12 +8,13 @@ and the unpacking runs on the database's core.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from datetime import datetime
 
 import orjson
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from exporter.events import PG_CHANNEL, TaskEvent
 from exporter.middleware.rows import COLUMNS, LogRow
@@ -83,17 +84,34 @@ def encode_batch(rows: Sequence[LogRow]) -> str:
 
 
 class PostgresRowStore:
+    """Writes on one connection of its own: no pool checkout or pre-ping per
+    batch. A failed batch closes it; the next batch opens a new one."""
+
     def __init__(self, engine: AsyncEngine, *, publish_events: bool = True) -> None:
         self.engine = engine
         self.publish_events = publish_events
+        self._conn: AsyncConnection | None = None
 
     async def write(self, rows: Sequence[LogRow], now: datetime) -> list[TaskEvent]:
         batch = encode_batch(rows)
-        async with self.engine.begin() as conn:
-            await conn.execute(UPSERT, {"batch": batch, "now": now})
-            if self.publish_events:
-                await conn.execute(NOTIFY, {"channel": PG_CHANNEL, "stamp": now.isoformat()})
+        if self._conn is None:
+            self._conn = await self.engine.connect()
+        conn = self._conn
+        try:
+            async with conn.begin():
+                await conn.execute(UPSERT, {"batch": batch, "now": now})
+                if self.publish_events:
+                    await conn.execute(NOTIFY, {"channel": PG_CHANNEL, "stamp": now.isoformat()})
+        except BaseException:
+            self._conn = None
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            raise
         return []
 
     async def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
         await self.engine.dispose()
