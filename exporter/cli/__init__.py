@@ -6,9 +6,9 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from exporter.cli import db, demo, serve, tail, worker
+from exporter.cli import dashboards, db, demo, serve, tail, worker
 
-COMMANDS = (db, serve, worker, demo, tail)
+COMMANDS = (db, serve, worker, demo, tail, dashboards)
 
 
 def build_parser() -> argparse.ArgumentParser:

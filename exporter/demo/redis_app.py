@@ -19,7 +19,9 @@ from exporter.demo.tasks import register
 REDIS_URL = os.environ.get("TASKIQ_EXPORTER_REDIS_URL", "redis://127.0.0.1:6379/0")
 QUEUE = os.environ.get("TASKIQ_EXPORTER_DEMO_QUEUE", "taskiq-exporter-demo")
 
-broker = ListQueueBroker(REDIS_URL, queue_name=QUEUE).with_middlewares(
+# socket_timeout=None: redis-py's default read timeout (5 s) would end an idle
+# worker's blocking BRPOP with an error and taskiq would restart the process.
+broker = ListQueueBroker(REDIS_URL, queue_name=QUEUE, socket_timeout=None).with_middlewares(
     SimpleRetryMiddleware(default_retry_count=3),
     MonitoringMiddleware(),
 )

@@ -18,6 +18,7 @@ from exporter import MonitoringMiddleware
 broker = ListQueueBroker(
     os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
     queue_name=os.environ.get("TEST_QUEUE", "taskiq-exporter-tests"),
+    socket_timeout=None,  # redis-py's 5 s default would kill an idle worker's BRPOP
 ).with_middlewares(MonitoringMiddleware())
 
 

@@ -1,0 +1,5 @@
+"""Grafana dashboards and Prometheus rules for taskiq-exporter, as code.
+
+``python -m dashboards`` regenerates ``dashboards/*.json`` and
+``prometheus/rules/taskiq.rules.yml``; thresholds live in ``dashboards.config``.
+"""

@@ -1,0 +1,176 @@
+"""Alerting rules. Their names are a contract: runbook sections, Alertmanager
+routes and the promtool tests refer to them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dashboards import recording as rec
+from dashboards.config import Config, FailureRateAlert, LatencyAlert, TaskThreshold, seconds
+from dashboards.promql import regex_escape
+from exporter.metrics import names as n
+
+Rule = dict[str, Any]
+
+FAILURE_RATE_HIGH = "TaskiqTaskFailureRateHigh"
+FAILURE_RATE_CRITICAL = "TaskiqTaskFailureRateCritical"
+DURATION_HIGH = "TaskiqTaskDurationHigh"
+QUEUE_WAIT_HIGH = "TaskiqQueueWaitHigh"
+TASKS_STUCK = "TaskiqTasksStuck"
+EXPORTER_DOWN = "TaskiqExporterDown"
+LOG_PERSISTENCE_FAILING = "TaskiqLogPersistenceFailing"
+ALERT_NAMES = (
+    FAILURE_RATE_HIGH,
+    FAILURE_RATE_CRITICAL,
+    DURATION_HIGH,
+    QUEUE_WAIT_HIGH,
+    TASKS_STUCK,
+    EXPORTER_DOWN,
+    LOG_PERSISTENCE_FAILING,
+)
+
+
+def above(series: str, threshold: TaskThreshold) -> str:
+    """``series > limit`` with the limit of each task: one branch per override,
+    and the default for every task no override names."""
+    if not threshold.per_task:
+        return f"{series} > {threshold.default:g}"
+    named = "|".join(regex_escape(task) for task in sorted(threshold.per_task))
+    branches = [f'{series}{{{n.LABEL_TASK_NAME}!~"{named}"}} > {threshold.default:g}']
+    for task, limit in sorted(threshold.per_task.items()):
+        branches.append(f'{series}{{{n.LABEL_TASK_NAME}=~"{regex_escape(task)}"}} > {limit:g}')
+    return "(\n  " + "\nor\n  ".join(branches) + "\n)"
+
+
+def _alert(
+    cfg: Config,
+    name: str,
+    severity: str,
+    expr: str,
+    for_: str,
+    summary: str,
+    description: str,
+    **labels: str,
+) -> Rule:
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": for_,
+        "labels": {"severity": severity, **labels},
+        "annotations": {
+            "summary": summary,
+            "description": description,
+            "runbook_url": f"{cfg.runbook_url}#{name.lower()}",
+        },
+    }
+
+
+def _failure_rate(cfg: Config, name: str, a: FailureRateAlert) -> Rule:
+    volume = f"{rec.completed(a.window)} * {seconds(a.window)} >= {a.min_completions}"
+    return _alert(
+        cfg,
+        name,
+        a.severity,
+        f"{above(rec.failed_ratio(a.window), a.threshold)}\nand\n{volume}",
+        a.for_,
+        "A task fails more often than its threshold allows.",
+        f"{{{{ $labels.task_name }}}} (job {{{{ $labels.job }}}}) failed "
+        f"{{{{ $value | humanizePercentage }}}} of its attempts over the last {a.window} "
+        f"(threshold {a.threshold.default:.0%} unless overridden, "
+        f"at least {a.min_completions} completions).",
+    )
+
+
+def _latency(cfg: Config, name: str, histogram: str, a: LatencyAlert, what: str) -> Rule:
+    return _alert(
+        cfg,
+        name,
+        a.severity,
+        above(rec.p95(histogram, a.window), a.threshold),
+        a.for_,
+        f"The p95 {what} of a task is above its threshold.",
+        f"p95 {what} of {{{{ $labels.task_name }}}} (job {{{{ $labels.job }}}}) is "
+        f"{{{{ $value | humanizeDuration }}}} over the last {a.window} "
+        f"(threshold {a.threshold.default:g}s unless overridden).",
+        cause=f"p95_{what.replace(' ', '_')}",
+    )
+
+
+def alerting_rules(cfg: Config) -> list[Rule]:
+    stuck, down, log = cfg.stuck, cfg.exporter_down, cfg.log_persistence
+    up = f"up{{{cfg.job_selector}}}"
+    dropped = f"rate({n.total(n.LOG_ROWS_DROPPED)}{{{cfg.job_selector}}}[{log.window}]) > 0"
+    errors = f"rate({n.total(n.LOG_WRITE_ERRORS)}{{{cfg.job_selector}}}[{log.window}]) > 0"
+    return [
+        _failure_rate(cfg, FAILURE_RATE_HIGH, cfg.failure_rate_warning),
+        _failure_rate(cfg, FAILURE_RATE_CRITICAL, cfg.failure_rate_critical),
+        _latency(cfg, DURATION_HIGH, n.TASK_DURATION, cfg.duration, "duration"),
+        _latency(cfg, QUEUE_WAIT_HIGH, n.TASK_QUEUE_WAIT, cfg.queue_wait, "queue wait"),
+        # Histograms only see tasks that start: when nothing starts at all, the
+        # execution log's oldest pending row is what shows the wait.
+        _alert(
+            cfg,
+            QUEUE_WAIT_HIGH,
+            cfg.oldest_pending.severity,
+            f"{rec.OLDEST_PENDING} > {cfg.oldest_pending.seconds:g}",
+            cfg.oldest_pending.for_,
+            "Tasks wait too long before a worker starts them.",
+            "The oldest pending task of job {{ $labels.job }} has waited "
+            "{{ $value | humanizeDuration }} for a worker "
+            f"(threshold {cfg.oldest_pending.seconds:g}s).",
+            cause="oldest_pending",
+        ),
+        _alert(
+            cfg,
+            TASKS_STUCK,
+            stuck.severity,
+            f"{rec.IN_PROGRESS} > 0\nand\n{rec.completed(stuck.window)} == 0",
+            stuck.for_,
+            "Tasks are in progress but none has completed for a long time.",
+            "{{ $value }} attempts of {{ $labels.task_name }} (job {{ $labels.job }}) are "
+            f"in progress and none completed in the last {stuck.window}.",
+        ),
+        _alert(
+            cfg,
+            EXPORTER_DOWN,
+            down.severity,
+            f"{up} == 0\nor\nabsent({up})",
+            down.for_,
+            "Prometheus cannot scrape the TaskIQ exporter.",
+            "{{ if $labels.instance }}Target {{ $labels.instance }} of job {{ $labels.job }} "
+            "is down{{ else }}No target of job {{ $labels.job }} is discovered{{ end }}: "
+            "TaskIQ metrics and task alerts are blind.",
+        ),
+        _alert(
+            cfg,
+            LOG_PERSISTENCE_FAILING,
+            log.severity,
+            dropped,
+            log.dropped_for,
+            "The execution log is losing rows.",
+            '{{ $labels.instance }} dropped {{ $value | printf "%.2f" }} execution log rows/s '
+            f"over the last {log.window}: the buffer is full and history is being lost.",
+            cause="rows_dropped",
+        ),
+        _alert(
+            cfg,
+            LOG_PERSISTENCE_FAILING,
+            log.severity,
+            errors,
+            log.errors_for,
+            "The execution log cannot be written.",
+            "{{ $labels.instance }} keeps failing to write execution log batches "
+            f'({{{{ $value | printf "%.2f" }}}}/s over the last {log.window}, '
+            f"for {log.errors_for}).",
+            cause="write_errors",
+        ),
+    ]
+
+
+def rules_document(cfg: Config) -> dict[str, Any]:
+    return {
+        "groups": [
+            {"name": "taskiq.recording", "rules": rec.recording_rules(cfg)},
+            {"name": "taskiq.alerts", "rules": alerting_rules(cfg)},
+        ]
+    }

@@ -1,0 +1,95 @@
+"""Panels both dashboards show the same way: the alerts' view of failures and
+latency, and the recent executions read from PostgreSQL."""
+
+from __future__ import annotations
+
+from grafanalib import core as g
+
+from dashboards import promql as q
+from dashboards import recording as rec
+from dashboards.common import history_link
+from dashboards.config import Config, LatencyAlert
+from dashboards.panels import Query, Steps, sql_table, timeseries
+from exporter.metrics import names as n
+
+TASK = n.LABEL_TASK_NAME
+HISTORY = "/api/v1/monitoring/history"
+
+
+def success_steps(cfg: Config) -> Steps:
+    """Red below the critical failure share, orange below the warning one."""
+    return (
+        ("red", None),
+        ("orange", 1 - cfg.failure_rate_critical.threshold.default),
+        ("green", 1 - cfg.failure_rate_warning.threshold.default),
+    )
+
+
+def failure_ratio_panel(cfg: Config) -> g.TimeSeries:
+    warn, crit = cfg.failure_rate_warning, cfg.failure_rate_critical
+    return timeseries(
+        "Failure ratio as the alerts see it",
+        f"Failed share of completions from the recording rules the alerts use: over "
+        f"{crit.window} (TaskiqTaskFailureRateCritical, above {crit.threshold.default:.0%} "
+        f"with {crit.min_completions}+ completions) and over {warn.window} "
+        f"(TaskiqTaskFailureRateHigh, above {warn.threshold.default:.0%} with "
+        f"{warn.min_completions}+ completions).",
+        "percentunit",
+        [
+            Query(q.recorded(rec.failed_ratio(crit.window)), f"{{{{task_name}}}} {crit.window}"),
+            Query(q.recorded(rec.failed_ratio(warn.window)), f"{{{{task_name}}}} {warn.window}"),
+        ],
+        thresholds=(
+            ("green", None),
+            ("orange", warn.threshold.default),
+            ("red", crit.threshold.default),
+        ),
+        max_value=1,
+    )
+
+
+def latency_panel(title: str, histogram: str, alert: LatencyAlert, what: str) -> g.TimeSeries:
+    return timeseries(
+        title,
+        f"{what} Percentiles per task from the histogram over the rate interval; the "
+        f"dashed line is the p95 alert threshold ({alert.threshold.default:g}s).",
+        "s",
+        [
+            Query(q.quantile(quantile, histogram, by=TASK), f"{{{{task_name}}}} p{label}")
+            for quantile, label in ((0.5, "50"), (0.95, "95"), (0.99, "99"))
+        ],
+        thresholds=(("green", None), ("orange", alert.threshold.default)),
+    )
+
+
+def recent_executions(title: str, *, failed_only: bool) -> g.Table:
+    status = "\n  AND status = 'failed'" if failed_only else ""
+    # The shape PostgreSQL answers from an index in milliseconds at 10M rows:
+    # a created_at range, ORDER BY created_at DESC, LIMIT.
+    sql = (
+        'SELECT\n  id,\n  created_at AS "time",\n  task_name,\n  status,\n  attempt,\n'
+        "  task_id,\n  duration_ms,\n  queue_wait_ms,\n  worker_host,\n  error_message\n"
+        "FROM task_execution_logs\n"
+        "WHERE $__timeFilter(created_at)\n"
+        "  AND task_name ~ '^(${task_name:regex})$'"
+        f"{status}\n"
+        "ORDER BY created_at DESC\n"
+        "LIMIT 50"
+    )
+    what = "failed attempts" if failed_only else "attempts"
+    return sql_table(
+        title,
+        f"The 50 most recent {what} of the selected tasks in the time range, from the "
+        "execution log in PostgreSQL. Click an id for the full record with its traceback "
+        "(history API at the Exporter URL variable; with an API token set, open it with "
+        "curl -H 'Authorization: Bearer ...').",
+        sql,
+        units={"duration_ms": "ms", "queue_wait_ms": "ms", "attempt": "none", "id": "none"},
+        links={
+            "id": history_link("Record and traceback", f"{HISTORY}/${{__value.raw}}"),
+            TASK: history_link(
+                "Failed attempts of this task",
+                f"{HISTORY}?task_name=${{__value.raw:percentencode}}&status=failed&page_size=20",
+            ),
+        },
+    )

@@ -1,0 +1,341 @@
+"""The generated dashboards: committed JSON current, the linter's rules hold, and the
+linter itself catches each broken shape it is meant to catch."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dashboards import overview, render
+from dashboards.config import DEFAULT, Config, FailureRateAlert, TaskThreshold
+from dashboards.lint import lint, panels
+from dashboards.normalize import normalize
+from dashboards.promql import exposed_names
+from dashboards.queries import (
+    known_metrics,
+    lint_all,
+    panel_queries,
+    sql_queries,
+    substitute,
+    substitute_sql,
+    task_metrics,
+    variable_queries,
+)
+from dashboards.selectors import ScanError, selectors
+
+Json = dict[str, Any]
+
+
+def _overview() -> Json:
+    return normalize(overview.build(DEFAULT).dashboard)
+
+
+def _first(data: Json, kind: str) -> Json:
+    return next(p for p in panels(data) if p["type"] == kind)
+
+
+def test_committed_artefacts_match_the_generator() -> None:
+    stale = [str(p.relative_to(render.ROOT)) for p in render.stale()]
+    assert stale == [], f"run `python -m dashboards` and commit: {stale}"
+
+
+def test_generated_dashboards_pass_every_lint_rule() -> None:
+    assert [str(p) for p in lint_all()] == []
+
+
+def _lint(data: Json) -> set[str]:
+    return {p.rule for p in lint(data, known=known_metrics(), task_metrics=task_metrics())}
+
+
+def _set_expr(expr: str) -> Callable[[Json], None]:
+    def mutate(data: Json) -> None:
+        _first(data, "timeseries")["targets"][0]["expr"] = expr
+
+    return mutate
+
+
+def _set(path: str, value: Any, kind: str = "timeseries") -> Callable[[Json], None]:
+    def mutate(data: Json) -> None:
+        *parents, last = path.split(".")
+        node: Any = _first(data, kind)
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node[key]
+        node[last] = value
+
+    return mutate
+
+
+def _sql_target(data: Json) -> Json:
+    return next(t for p in panels(data) for t in p["targets"] if "rawSql" in t)
+
+
+def _template(name: str, key: str, value: Any) -> Callable[[Json], None]:
+    def mutate(data: Json) -> None:
+        next(t for t in data["templating"]["list"] if t["name"] == name)[key] = value
+
+    return mutate
+
+
+SEL = 'job=~"$job", instance=~"$instance", task_name=~"$task_name"'
+BROKEN: list[tuple[str, Callable[[Json], None], str]] = [
+    ("no description", _set("description", ""), "panel-title-description-rule"),
+    ("no title", _set("title", ""), "panel-title-description-rule"),
+    ("no unit", _set("fieldConfig.defaults.unit", ""), "panel-units-rule"),
+    ("unknown unit", _set("fieldConfig.defaults.unit", "furlongs"), "panel-units-rule"),
+    (
+        "hard-coded uid",
+        _set("datasource", {"type": "prometheus", "uid": "P1809F7CD0C75ACF3"}),
+        "panel-datasource-rule",
+    ),
+    ("no targets", _set("targets", []), "panel-no-targets-rule"),
+    (
+        "hard-coded target uid",
+        _set("targets.0.datasource", {"type": "prometheus", "uid": "P1809F7CD0C75ACF3"}),
+        "datasource-uid-rule",
+    ),
+    ("datasource by name", _set("datasource", "Prometheus"), "datasource-uid-rule"),
+    (
+        "legacy null threshold",
+        _set("fieldConfig.defaults.thresholds.steps", [{"color": "green", "value": "null"}]),
+        "legacy-shape-rule",
+    ),
+    (
+        "fixed rate range",
+        _set_expr(f"rate(taskiq_tasks_sent_total{{{SEL}}}[5m])"),
+        "target-rate-interval-rule",
+    ),
+    (
+        "counter outside rate",
+        _set_expr(f"sum(taskiq_tasks_sent_total{{{SEL}}})"),
+        "target-counter-agg-rule",
+    ),
+    (
+        "counter in delta",
+        _set_expr(f"delta(taskiq_tasks_sent_total{{{SEL}}}[$__rate_interval])"),
+        "target-counter-agg-rule",
+    ),
+    (
+        "no job matcher",
+        _set_expr('sum(taskiq_tasks_in_progress{instance=~"$instance", task_name=~"$task_name"})'),
+        "target-job-rule",
+    ),
+    (
+        "no instance matcher",
+        _set_expr('sum(taskiq_tasks_in_progress{job=~"$job", task_name=~"$task_name"})'),
+        "target-instance-rule",
+    ),
+    (
+        "no task filter",
+        _set_expr('sum(taskiq_tasks_in_progress{job=~"$job", instance=~"$instance"})'),
+        "target-task-rule",
+    ),
+    (
+        "renamed metric",
+        _set_expr(f"sum(taskiq_tasks_running{{{SEL}}})"),
+        "target-known-metric-rule",
+    ),
+    (
+        "unbalanced",
+        _set_expr(f"sum(rate(taskiq_tasks_sent_total{{{SEL}}}[$__rate_interval])"),
+        "target-promql-rule",
+    ),
+    (
+        "unindexed SQL",
+        lambda d: _sql_target(d).update(rawSql="SELECT * FROM task_execution_logs"),
+        "target-sql-rule",
+    ),
+    ("job not multi", _template("job", "multi", False), "template-job-rule"),
+    ("instance all value", _template("instance", "allValue", None), "template-instance-rule"),
+    (
+        "no reload on time change",
+        _template("task_name", "refresh", 1),
+        "template-on-time-change-reload-rule",
+    ),
+    ("datasource variable", _template("datasource", "query", "loki"), "template-datasource-rule"),
+    ("legacy schema", lambda d: d.update(schemaVersion=12, rows=[]), "dashboard-schema-rule"),
+    ("duplicate id", lambda d: d["panels"][2].update(id=d["panels"][1]["id"]), "panel-layout-rule"),
+]
+
+
+def test_the_unbroken_dashboard_is_clean() -> None:
+    assert _lint(_overview()) == set()
+
+
+@pytest.mark.parametrize(
+    ("mutate", "rule"), [(m, r) for _, m, r in BROKEN], ids=[name for name, _, _ in BROKEN]
+)
+def test_linter_catches_a_broken_panel(mutate: Callable[[Json], None], rule: str) -> None:
+    data = copy.deepcopy(_overview())
+    mutate(data)
+    assert rule in _lint(data)
+
+
+def test_linter_reports_every_problem_of_a_deliberately_broken_panel() -> None:
+    data = _overview()
+    data["panels"].append(
+        {
+            "id": 999,
+            "type": "timeseries",
+            "title": "Broken",
+            "gridPos": {"x": 0, "y": 999, "w": 24, "h": 1},
+            "datasource": {"type": "prometheus", "uid": "abc123"},
+            "fieldConfig": {
+                "defaults": {"thresholds": {"steps": [{"color": "red", "value": "null"}]}}
+            },
+            "targets": [
+                {
+                    "refId": "A",
+                    "datasource": {"uid": "abc123"},
+                    "expr": "sum(taskiq_tasks_sent_total) / rate(taskiq_tasks_started_total[5m])",
+                }
+            ],
+        }
+    )
+    assert _lint(data) >= {
+        "panel-title-description-rule",
+        "panel-units-rule",
+        "panel-datasource-rule",
+        "legacy-shape-rule",
+        "target-counter-agg-rule",
+        "target-rate-interval-rule",
+        "target-job-rule",
+        "target-instance-rule",
+        "target-task-rule",
+    }
+
+
+def test_no_metric_name_is_written_as_a_literal_in_the_generator() -> None:
+    source = "\n".join(p.read_text() for p in (render.ROOT / "dashboards").glob("*.py"))
+    assert re.findall(r"taskiq_[a-z_]+", source) == []
+
+
+def test_every_exported_metric_is_on_a_dashboard() -> None:
+    used = {s.name for q in panel_queries() for s in selectors(q.expr)}
+    families = {re.sub(r"_(total|bucket|sum|count)$", "", name) for name in exposed_names()}
+    shown = {re.sub(r"_(total|bucket|sum|count)$", "", name) for name in used}
+    assert families - shown == set()
+
+
+def test_no_legacy_shapes_reach_the_json() -> None:
+    for path in render.ROOT.glob("dashboards/*.json"):
+        text = path.read_text()
+        data = json.loads(text)
+        assert '"null"' not in text
+        assert data["schemaVersion"] >= 36
+        assert "rows" not in data
+        for panel in panels(data):
+            for target in panel["targets"]:
+                assert {"target", "metric", "step", "intervalFactor"}.isdisjoint(target)
+            steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+            assert steps[0]["value"] is None
+            assert all(s["value"] is not None for s in steps[1:])
+
+
+def test_thresholds_come_from_the_one_config() -> None:
+    cfg = Config(
+        failure_rate_critical=FailureRateAlert(
+            severity="critical",
+            threshold=TaskThreshold(0.4),
+            window="10m",
+            min_completions=30,
+            for_="5m",
+        )
+    )
+    data = normalize(overview.build(cfg).dashboard)
+    panel = next(p for p in panels(data) if p["title"] == "Failure ratio as the alerts see it")
+    assert [s["value"] for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]] == [
+        None,
+        0.05,
+        0.4,
+    ]
+    assert "ratio_rate10m" in panel["targets"][0]["expr"]
+    assert lint_all(cfg) == []
+
+
+def test_panel_queries_cover_every_prometheus_target() -> None:
+    queries = panel_queries()
+    targets = sum(
+        1
+        for b in render.boards().values()
+        for p in panels(normalize(b.dashboard))
+        for t in p["targets"]
+        if "expr" in t
+    )
+    assert len(queries) == targets
+    assert [q.panel for q in queries if q.alert_only] == [overview.FIRING_ALERTS]
+    assert "$" not in substitute(queries[0].expr)
+
+
+@pytest.mark.parametrize("expr", ["sum(", "rate(x[5m]))", 'x{a="b" c="d"}', "x # y"])
+def test_scanner_rejects_what_it_cannot_place(expr: str) -> None:
+    with pytest.raises(ScanError):
+        selectors(expr)
+
+
+def test_scanner_finds_selectors_ranges_and_calls() -> None:
+    found = selectors(
+        'sum by (le) (rate(a_bucket{job=~"$j"}[$__rate_interval])) '
+        "/ on (job) group_left b offset 5m"
+    )
+    assert [(s.name, s.range, s.call) for s in found] == [
+        ("a_bucket", "$__rate_interval", "rate"),
+        ("b", None, None),
+    ]
+    assert found[0].matcher("job") == ("=~", "$j")
+
+
+def test_every_panel_query_parses(tmp_path: Path) -> None:
+    """promtool parses PromQL as Prometheus does: each query as a recording rule."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is missing (apt-get install prometheus)")
+        pytest.skip("promtool is not installed")
+    rules = [
+        {"record": f"panel:query:{i}", "expr": substitute(q.expr)}
+        for i, q in enumerate(panel_queries())
+    ]
+    path = tmp_path / "queries.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": rules}]}))
+    result = subprocess.run(
+        [promtool, "check", "rules", "--lint=none", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_variable_queries_are_found_for_both_dashboards() -> None:
+    found = {(v.dashboard, v.variable, v.label) for v in variable_queries()}
+    for uid in render.boards():
+        assert {(uid, "job", "job"), (uid, "instance", "instance")} <= found
+        assert (uid, "task_name", "task_name") in found
+
+
+def test_panels_the_runbook_names_exist() -> None:
+    titles = {p["title"] for b in render.boards().values() for p in panels(normalize(b.dashboard))}
+    runbook = (render.ROOT / "docs" / "runbook.md").read_text()
+    items = re.split(r"\n(?=\d\. )|\n\n", runbook)
+    named = [t for item in items if "*TaskIQ " in item for t in re.findall(r'"([^"]+)"', item)]
+    assert len(named) >= 10
+    assert set(named) - titles == set()
+
+
+def test_sql_panels_substitute_every_grafana_macro() -> None:
+    queries = sql_queries()
+    assert {q.panel for q in queries} == {"Recent failures", "Recent executions"}
+    for q in queries:
+        sql = substitute_sql(q.sql, start="2026-01-01T00:00:00Z", end="2026-01-02T00:00:00Z")
+        assert "$" not in sql.replace("$'", "")
+        assert "created_at BETWEEN '2026-01-01T00:00:00Z' AND '2026-01-02T00:00:00Z'" in sql
