@@ -21,20 +21,19 @@ import tempfile
 import time
 import tracemalloc
 import uuid
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 # As in a real worker: the directory exists before prometheus_client is imported.
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="texp-bench-"))
 
-import asyncpg  # noqa: E402
-from taskiq import InMemoryBroker, TaskiqMiddleware  # noqa: E402
-from taskiq.middlewares.prometheus_middleware import PrometheusMiddleware  # noqa: E402
+import asyncpg
+from taskiq import InMemoryBroker, TaskiqMiddleware
+from taskiq.middlewares.prometheus_middleware import PrometheusMiddleware
 
-from exporter import MonitoringMiddleware  # noqa: E402
-from exporter.store import migrate  # noqa: E402
-
+from exporter import MonitoringMiddleware
+from exporter.store import migrate
 
 YIELD_EVERY = 50
 
@@ -57,7 +56,8 @@ class NaiveMiddleware(TaskiqMiddleware):
         await self.pool.execute(
             "INSERT INTO task_execution_logs (task_name, status, task_id, attempt, started_at,"
             " created_at, updated_at) VALUES ($1, 'running', $2, 1, now(), now(), now())",
-            message.task_name, message.task_id,
+            message.task_name,
+            message.task_id,
         )
         return message
 
@@ -65,7 +65,8 @@ class NaiveMiddleware(TaskiqMiddleware):
         await self.pool.execute(
             "UPDATE task_execution_logs SET status = $2, completed_at = now(), updated_at = now()"
             " WHERE task_id = $1 AND attempt = 1",
-            message.task_id, "failed" if result.is_err else "success",
+            message.task_id,
+            "failed" if result.is_err else "success",
         )
 
 
@@ -161,8 +162,10 @@ async def main() -> None:
                     lost += args.tasks - await count_rows(dsn)
         bare = statistics.median(rates["bare taskiq"])
         bare_drained = statistics.median(drained["bare taskiq"])
-        print(f"{args.tasks} no-op tasks x {args.rounds} rounds, InMemoryBroker, PostgreSQL store,"
-              f" PROMETHEUS_MULTIPROC_DIR set (python {sys.version.split()[0]})")
+        print(
+            f"{args.tasks} no-op tasks x {args.rounds} rounds, InMemoryBroker, PostgreSQL store,"
+            f" PROMETHEUS_MULTIPROC_DIR set (python {sys.version.split()[0]})"
+        )
         print(
             f"{'configuration':30} {'tasks/s':>9} {'ratio':>6} {'us/task':>8}"
             f" {'incl. shutdown drain':>21} {'ratio':>6}"
@@ -177,9 +180,11 @@ async def main() -> None:
             )
         print(f"rows missing after shutdown (MonitoringMiddleware, all rounds): {lost}")
         peak, dropped, bound = await outage_memory(120_000)
-        print(f"database unreachable, 120000 tasks: peak buffer memory {peak:.1f} MiB,"
-              f" {dropped} rows dropped beyond the bound of {bound}"
-              f" ({peak * 2**20 / bound:.0f} bytes per buffered row)")
+        print(
+            f"database unreachable, 120000 tasks: peak buffer memory {peak:.1f} MiB,"
+            f" {dropped} rows dropped beyond the bound of {bound}"
+            f" ({peak * 2**20 / bound:.0f} bytes per buffered row)"
+        )
     finally:
         conn = await asyncpg.connect(admin)
         await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

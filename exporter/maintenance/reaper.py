@@ -4,7 +4,6 @@ marked failed, with the cause in error_message, and counted in the rollups."""
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from datetime import UTC, datetime, timedelta
 
@@ -12,21 +11,12 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exporter.maintenance.rollups import add_finished
+from exporter.processes import pid_alive
 from exporter.store.models import TaskExecutionLog, TaskStatus
 
 logger = logging.getLogger(__name__)
 LOG = TaskExecutionLog
 BATCH = 5_000
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 async def reap_orphans(
@@ -50,7 +40,7 @@ async def reap_orphans(
         victims: list[tuple[int, str, datetime, float, str]] = []
         for id_, name, created, started, worker_host, pid in await conn.execute(query):
             timed_out = started is not None and started < cutoff
-            dead_here = worker_host == host and pid is not None and not _pid_alive(pid)
+            dead_here = worker_host == host and pid is not None and not pid_alive(pid)
             if not (timed_out or dead_here):
                 continue
             ran_ms = (now - started).total_seconds() * 1000 if started else 0.0

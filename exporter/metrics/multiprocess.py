@@ -22,6 +22,8 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from exporter.processes import pid_alive
+
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 _LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
 
@@ -52,22 +54,12 @@ def reset_directory(directory: str) -> None:
     path.mkdir(parents=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def reap_dead_processes(directory: str) -> list[int]:
     """Drop the live-gauge files of processes that died without cleaning up (SIGKILL)."""
     dead: set[int] = set()
     for name in os.listdir(directory) if os.path.isdir(directory) else ():
         match = _LIVE_FILE.match(name)
-        if match and not _pid_alive(int(match.group(1))):
+        if match and not pid_alive(int(match.group(1))):
             dead.add(int(match.group(1)))
     for pid in dead:
         mark_process_dead(pid, directory)
