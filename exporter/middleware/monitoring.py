@@ -77,6 +77,12 @@ class MonitoringMiddleware(TaskiqMiddleware):
         **options: Any,
     ) -> None:
         super().__init__()
+        unknown = sorted(set(options) - set(ExporterSettings.model_fields))
+        if unknown:
+            raise TypeError(
+                f"MonitoringMiddleware got unknown option(s) {', '.join(unknown)}; "
+                f"allowed: {', '.join(sorted(ExporterSettings.model_fields))}"
+            )
         if settings is None:
             settings = ExporterSettings(**options)
         elif options:
