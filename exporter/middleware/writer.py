@@ -9,12 +9,13 @@ tallies about once a second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError
 
 from exporter.metrics.aggregator import Aggregator
 from exporter.metrics.instruments import Instruments
@@ -26,10 +27,9 @@ logger = logging.getLogger(__name__)
 
 
 def _is_data_error(exc: BaseException) -> bool:
-    """The database answered and refused the data (not: could not be reached)."""
-    if isinstance(exc, OperationalError | InterfaceError):
-        return False
-    return isinstance(exc, DBAPIError) and not exc.connection_invalidated
+    """The database refused these values (not: could not be reached, or the schema
+    is missing: those keep the rows for the next try)."""
+    return isinstance(exc, DataError | IntegrityError)
 
 
 class BackgroundWriter:
@@ -61,22 +61,34 @@ class BackgroundWriter:
         self._dropped_reported = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._wake = asyncio.Event()
         self._last_error_log = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="taskiq-exporter-writer")
 
     async def _run(self) -> None:
-        next_metrics = time.monotonic() + self.metrics_interval
+        now = time.monotonic()
+        next_flush = now + self.flush_interval
+        next_metrics = now + self.metrics_interval
         backoff = self.backoff_initial
         while not self._stopping:
-            if len(self.buffer.rows) < self.batch_size:
-                await asyncio.sleep(self.flush_interval if not self.failures else backoff)
-            if self.buffer.rows:
-                if await self.flush_once():
-                    backoff = self.backoff_initial
-                else:
-                    backoff = min(backoff * 2, self.backoff_max)
+            wait = min(next_flush, next_metrics) - time.monotonic()
+            if wait > 0:
+                # stop() sets the event: a long flush interval never delays shutdown.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                if self._stopping:
+                    break
+            if time.monotonic() >= next_flush:
+                if self.buffer.rows:
+                    if await self.flush_once():
+                        backoff = self.backoff_initial
+                    else:
+                        backoff = min(backoff * 2, self.backoff_max)
+                full = len(self.buffer.rows) >= self.batch_size and not self.failures
+                pause = 0.0 if full else (backoff if self.failures else self.flush_interval)
+                next_flush = time.monotonic() + pause
             if time.monotonic() >= next_metrics:
                 next_metrics = time.monotonic() + self.metrics_interval
                 self.apply_metrics()
@@ -159,6 +171,7 @@ class BackgroundWriter:
     async def stop(self, drain_seconds: float) -> None:
         """Stop the loop, then write every buffered row (for at most ``drain_seconds``)."""
         self._stopping = True
+        self._wake.set()
         if self._task is not None:
             try:
                 await asyncio.wait_for(self._task, timeout=drain_seconds)

@@ -1,0 +1,45 @@
+"""The PostgreSQL batch statement under concurrent writers of the same attempt."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from sqlalchemy import func, select
+
+from exporter.middleware.rows import COMPLETED_AT, DURATION_MS, STATUS, new_row
+from exporter.store.engine import make_engine
+from exporter.store.models import TaskExecutionLog, TaskExecutionRollup
+from exporter.store.pg_writer import UPSERT, encode_batch
+
+
+async def test_a_late_pending_row_racing_the_finished_one_is_counted_once(pg_store: str) -> None:
+    engine = make_engine(pg_store)
+    now = datetime.now(UTC)
+    finished = new_row("t1", 1, "race:task", 1_700_000_000.0)
+    finished[STATUS] = "success"
+    finished[COMPLETED_AT] = 1_700_000_001.0
+    finished[DURATION_MS] = 12.5
+    pending = new_row("t1", 1, "race:task", 1_700_000_000.0)
+    try:
+        async with engine.connect() as worker, engine.connect() as client:
+            await worker.begin()
+            await worker.execute(UPSERT, {"batch": encode_batch([finished]), "now": now})
+            # The client's batch starts before the worker commits: its snapshot has
+            # no row yet, and its insert waits on the worker's.
+            await client.begin()
+            late = asyncio.create_task(
+                client.execute(UPSERT, {"batch": encode_batch([pending]), "now": now})
+            )
+            await asyncio.sleep(0.3)
+            assert not late.done()
+            await worker.commit()
+            await late
+            await client.commit()
+        async with engine.connect() as conn:
+            status = (await conn.execute(select(TaskExecutionLog.status))).scalar_one()
+            counted = (await conn.execute(select(func.sum(TaskExecutionRollup.count)))).scalar_one()
+        assert status == "success"
+        assert counted == 1
+    finally:
+        await engine.dispose()
