@@ -136,3 +136,18 @@ async def _true(value: bool) -> bool:
 
 async def _eq(awaitable: Any, expected: int) -> bool:
     return bool(await awaitable == expected)
+
+
+async def test_rows_wait_for_a_missing_schema_instead_of_being_dropped(pg_url: str) -> None:
+    from exporter.store import migrate
+
+    broker, mw, work = broker_with(pg_url)
+    await broker.startup()
+    for i in range(20):
+        await work.kiq(i)
+    await eventually(lambda: _true(sample(mw, "taskiq_exporter_log_write_errors_total") > 0))
+    assert sample(mw, "taskiq_exporter_log_rows_dropped_total") == 0
+    await migrate.upgrade(pg_url)  # the operator runs `taskiq-exporter db upgrade`
+    await eventually(lambda: _eq(count(pg_url), 20))
+    await broker.shutdown()
+    assert sample(mw, "taskiq_exporter_log_rows_dropped_total") == 0
