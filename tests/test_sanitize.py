@@ -129,4 +129,3 @@ def test_cap_text_counts_bytes_not_characters() -> None:
     capped = cap_text("é" * 1_000, 100)
     assert capped.startswith("é" * 50)
     assert capped.endswith("[truncated 1900 bytes]")
-
