@@ -78,7 +78,9 @@ class ExporterSettings(BaseSettings):
     max_buffer_rows: int = Field(100_000, ge=1)
     retry_backoff_initial_seconds: float = Field(0.2, gt=0)
     retry_backoff_max_seconds: float = Field(10.0, gt=0)
-    shutdown_flush_timeout_seconds: float = Field(30.0, gt=0)
+    # Below taskiq worker's default --shutdown-timeout (5 s), so that what cannot be
+    # written in time is still counted before taskiq cancels the shutdown.
+    shutdown_flush_timeout_seconds: float = Field(4.0, gt=0)
     record_pending: bool = Field(True, description="write a PENDING row when a task is sent")
     # Metrics
     metrics_flush_interval_seconds: float = Field(1.0, gt=0, le=60)

@@ -73,3 +73,12 @@ def test_apply_adds_deltas_and_sets_in_progress() -> None:
         == 2
     )
     assert registry.get_sample_value("taskiq_tasks_in_progress", labels) == 0
+
+
+def test_a_task_name_that_is_not_utf8_does_not_break_the_scrape() -> None:
+    from prometheus_client import generate_latest
+
+    registry, agg = make()
+    agg.task("app:caf\udce9").started += 1
+    agg.apply()
+    assert b"app:caf" in generate_latest(registry)

@@ -35,7 +35,8 @@ def format_event(event: dict[str, Any], colour: bool) -> str:
         parts.append(f"{data['duration_ms']:.1f} ms")
     if data.get("error_message"):
         parts.append(str(data["error_message"]))
-    line = "  ".join(parts)
+    # Whatever a task put in its error message must not drive the operator's terminal.
+    line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in "  ".join(parts))
     return f"{COLOURS.get(status, '')}{line}{RESET}" if colour else line
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from exporter.metrics.instruments import Instruments
 from exporter.metrics.names import COMPLETED_STATUSES
+from exporter.middleware.sanitize import clean_text
 
 
 class HistogramTally:
@@ -105,7 +106,8 @@ class Aggregator:
     def task(self, task_name: str) -> TaskTally:
         tally = self.tasks.get(task_name)
         if tally is None:
-            tally = self.tasks[task_name] = TaskTally(self.instruments, task_name)
+            # A name that is not valid UTF-8 would break every scrape: clean it once.
+            tally = self.tasks[task_name] = TaskTally(self.instruments, clean_text(task_name))
         return tally
 
     def apply(self) -> None:

@@ -126,7 +126,7 @@ class BackgroundWriter:
                 return True
             self.buffer.settle(batch, written=False)
             self.failures += 1
-            self._log_failure(exc)
+            self._log_failure(getattr(exc, "orig", None) or exc)
             return False
         self.buffer.settle(batch, written=True)
         self.instruments.flush_seconds.observe(time.perf_counter() - started)
@@ -153,7 +153,7 @@ class BackgroundWriter:
                     "taskiq-exporter: the database refused the row of task %s attempt %s: %s",
                     row[0],
                     row[1],
-                    exc,
+                    getattr(exc, "orig", None) or exc,
                 )
 
     def _log_failure(self, exc: BaseException) -> None:
@@ -169,21 +169,31 @@ class BackgroundWriter:
             )
 
     async def stop(self, drain_seconds: float) -> None:
-        """Stop the loop, then write every buffered row (for at most ``drain_seconds``)."""
+        """Stop the loop, then write every buffered row, for at most ``drain_seconds``
+        in all. What is left then, or when the caller cancels the shutdown (taskiq's
+        --shutdown-timeout), is counted as dropped and logged."""
+        deadline = time.monotonic() + drain_seconds
         self._stopping = True
         self._wake.set()
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(self._task, timeout=drain_seconds)
-            except (TimeoutError, asyncio.CancelledError):
-                self._task.cancel()
-        deadline = time.monotonic() + drain_seconds
-        backoff = self.backoff_initial
-        while self.buffer.rows and time.monotonic() < deadline:
-            if not await self.flush_once():
-                await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
-                backoff = min(backoff * 2, self.backoff_max)
-        lost = len(self.buffer.rows)
+        try:
+            if self._task is not None:
+                # On timeout wait_for cancels it; its batch goes back to the buffer.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._task, timeout=drain_seconds)
+            backoff = self.backoff_initial
+            while self.buffer.rows and (left := deadline - time.monotonic()) > 0:
+                try:
+                    written = await asyncio.wait_for(self.flush_once(), timeout=left)
+                except TimeoutError:
+                    break
+                if not written:
+                    await asyncio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+                    backoff = min(backoff * 2, self.backoff_max)
+        finally:
+            self._count_lost()
+
+    def _count_lost(self) -> None:
+        lost = len(self.buffer.rows) + self.buffer.in_flight
         if lost:
             self.buffer.dropped += lost
             logger.error(

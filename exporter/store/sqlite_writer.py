@@ -23,6 +23,7 @@ from exporter.middleware.rows import (
     as_dict,
     row_key,
 )
+from exporter.middleware.sanitize import clean_text
 from exporter.store.models import UTCDateTime
 from exporter.store.row_batches import (
     TIME_COLUMNS,
@@ -84,6 +85,16 @@ def _rollups(rows: Sequence[LogRow], prev: dict[tuple[str, int], Any]) -> list[d
     ]
 
 
+def _value(column: str, value: Any) -> Any:
+    return to_dt(value) if column in TIME_COLUMNS else value
+
+
+def _clean(row: LogRow) -> LogRow:
+    # sqlite3 cannot encode lone surrogates (a producer's odd task id): one such
+    # row would block every batch.
+    return [clean_text(v) if isinstance(v, str) else v for v in row]
+
+
 class SqliteRowStore:
     def __init__(self, engine: AsyncEngine, *, hub: EventHub | None = None) -> None:
         self.engine = engine
@@ -107,9 +118,9 @@ class SqliteRowStore:
         return events
 
     async def write(self, rows: Sequence[LogRow], now: datetime) -> list[TaskEvent]:
+        rows = [_clean(r) for r in rows]
         params = [
-            {c: (to_dt(v) if c in TIME_COLUMNS else v) for c, v in zip(COLUMNS, r, strict=True)}
-            | {"updated_at": now}
+            {c: _value(c, v) for c, v in zip(COLUMNS, r, strict=True)} | {"updated_at": now}
             for r in rows
         ]
         async with self.engine.begin() as conn:

@@ -95,3 +95,21 @@ async def test_retention_deletes_old_rows_and_rollups_in_batches(store_url: str)
         assert rollups == [10]
     finally:
         await engine.dispose()
+
+
+async def test_one_odd_task_id_does_not_block_the_embedded_store(sqlite_store: str) -> None:
+    from exporter.middleware.rows import STATUS, new_row
+    from exporter.store.sqlite_writer import SqliteRowStore
+
+    odd = new_row("id-\udce9", 1, "m:task\udce9", 1_700_000_000.0)
+    normal = new_row("id-2", 1, "m:task", 1_700_000_000.0)
+    for row in (odd, normal):
+        row[STATUS] = "success"
+    store = SqliteRowStore(make_engine(sqlite_store))
+    try:
+        await store.write([odd, normal], NOW)
+        async with store.engine.connect() as conn:
+            ids = sorted((await conn.execute(select(LOG.task_id))).scalars().all())
+        assert ids == ["id-2", "id-\\udce9"]
+    finally:
+        await store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from sqlalchemy import func, select
@@ -151,3 +152,18 @@ async def test_rows_wait_for_a_missing_schema_instead_of_being_dropped(pg_url: s
     await eventually(lambda: _eq(count(pg_url), 20))
     await broker.shutdown()
     assert sample(mw, "taskiq_exporter_log_rows_dropped_total") == 0
+
+
+async def test_a_cancelled_shutdown_still_counts_what_it_lost(pg_store: str) -> None:
+    proxy = TcpProxy("127.0.0.1", make_url(pg_store).port or 5432)
+    await proxy.start()
+    url = proxy.url(make_url(pg_store).database or "")
+    await proxy.cut()
+    broker, mw, work = broker_with(url, shutdown_flush_timeout_seconds=30)
+    await broker.startup()
+    for i in range(10):
+        await work.kiq(i)
+    # As taskiq worker does with its --shutdown-timeout:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(broker.shutdown(), timeout=0.5)
+    assert sample(mw, "taskiq_exporter_log_rows_dropped_total") == 10
