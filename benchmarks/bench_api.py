@@ -97,19 +97,29 @@ async def measure(base: str, requests: int, warmup: int) -> list[tuple[str, list
 
 
 async def event_latency(host: str, dsn: str, events: int) -> list[float]:
-    """Milliseconds from a committed NOTIFY (what a writer's flush does) to the
-    WebSocket client: the service's share of the event latency."""
+    """Milliseconds from a committed batch (a row stamped `now` and the NOTIFY of
+    that stamp, what a writer's flush does) to the WebSocket client: the
+    service's share of the event latency."""
     samples = []
     async with connect(f"ws://{host}{API}/events?task_name=bench:event") as ws:
         conn = await asyncpg.connect(dsn)
         try:
             await asyncio.sleep(0.5)  # the subscription is registered after the handshake
             for i in range(events):
-                now = datetime.now(UTC).isoformat()
-                item = ["bench:event", "success", now, f"lat-{i}", 1, 1.0, None, now]
+                now = datetime.now(UTC)
                 started = time.perf_counter()
-                await conn.execute("SELECT pg_notify($1, $2)", PG_CHANNEL, json.dumps([item]))
-                await asyncio.wait_for(ws.recv(), 5)
+                async with conn.transaction():
+                    await conn.execute(
+                        "INSERT INTO task_execution_logs (task_name, status, task_id, attempt,"
+                        " started_at, completed_at, duration_ms, created_at, updated_at)"
+                        " VALUES ('bench:event', 'success', $1, 1, $2, $2, 1.0, $2, $2)",
+                        f"lat-{i}-{now.timestamp()}",
+                        now,
+                    )
+                    await conn.execute("SELECT pg_notify($1, $2)", PG_CHANNEL, now.isoformat())
+                # running then success: wait for the terminal one
+                while json.loads(await asyncio.wait_for(ws.recv(), 5))["status"] != "success":
+                    pass
                 samples.append((time.perf_counter() - started) * 1000)
         finally:
             await conn.close()

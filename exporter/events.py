@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from typing import Any
 
 PG_CHANNEL = "taskiq_exporter_events"
-# PostgreSQL refuses NOTIFY payloads of 8000 bytes or more.
-PG_PAYLOAD_LIMIT = 7_800
 
 logger = logging.getLogger(__name__)
 
@@ -54,23 +52,6 @@ class TaskEvent:
                 "updated_at": self.updated_at,
             },
         }
-
-    def to_wire(self) -> list[Any]:
-        """Compact form for NOTIFY payloads."""
-        return [
-            self.task_name,
-            self.status,
-            self.timestamp,
-            self.task_id,
-            self.attempt,
-            self.duration_ms,
-            self.error_message,
-            self.updated_at,
-        ]
-
-    @classmethod
-    def from_wire(cls, item: list[Any]) -> TaskEvent:
-        return cls(*item)
 
 
 _RANK = {"pending": 0, "running": 1, "success": 2, "failed": 2}

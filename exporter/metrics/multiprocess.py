@@ -8,20 +8,22 @@ metrics created afterwards.
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from prometheus_client import values
 from prometheus_client.metrics_core import Metric
-from prometheus_client.mmap_dict import MmapedDict
-from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.multiprocess import mark_process_dead
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from exporter.metrics.exposition import Exposition, UnexpectedLayout, render_metrics, to_metric
+from exporter.metrics.merge import Merger
+from exporter.metrics.merge_plan import Family
 from exporter.processes import pid_alive
 
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
@@ -66,35 +68,68 @@ def reap_dead_processes(directory: str) -> list[int]:
     return sorted(dead)
 
 
-def _readable(path: str) -> bool:
-    try:
-        for _ in MmapedDict.read_all_values_from_file(path):
-            pass
-    except FileNotFoundError:
-        return False
-    except Exception:
-        logger.warning("skipping unreadable metrics file %s (killed process?)", path)
-        return False
-    return True
-
-
 class SafeMultiProcessCollector(Collector):
-    """Sums every process's files; a truncated or empty file of a killed process
-    is skipped with a warning instead of breaking the whole scrape."""
+    """Sums every process's files as prometheus_client's MultiProcessCollector does;
+    a truncated or empty file of a killed process is skipped with a warning instead
+    of breaking the whole scrape. Each file is read once per scrape, and
+    :meth:`render` writes the exposition without prometheus_client's per-sample
+    formatting (exporter.metrics.merge, exporter.metrics.exposition)."""
 
     def __init__(self, directory: str, *, reap_dead: bool = True) -> None:
         self._dir = directory
         self._reap_dead = reap_dead
+        self._merger = Merger(directory)
+        self._expositions = {om: Exposition(openmetrics_format=om) for om in (False, True)}
+        self._lock = threading.Lock()  # the caches are shared by concurrent scrapes
 
-    def collect(self) -> Iterator[Metric]:
+    def _merged(self) -> list[Family]:
         if self._reap_dead:
             reap_dead_processes(self._dir)
-        files = [f for f in glob.glob(os.path.join(self._dir, "*.db")) if _readable(f)]
-        merged: Iterable[Metric] = MultiProcessCollector.merge(files, accumulate=True)
-        yield from merged
+        return self._merger.merge()
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            families = self._merged()
+        for family in families:
+            yield to_metric(family, family.keys, family.values)
+
+    def render(self, *, openmetrics_format: bool = False) -> str:
+        """The exposition of every family (OpenMetrics without the final ``# EOF``)."""
+        with self._lock:
+            families = self._merged()
+            try:
+                return self._expositions[openmetrics_format].render(families)
+            except UnexpectedLayout as exc:
+                logger.warning("rendering %s the slow way: unexpected exposition", exc)
+        metrics = (to_metric(f, f.keys, f.values) for f in families)
+        return render_metrics(metrics, openmetrics_format=openmetrics_format)
 
 
-def multiprocess_registry(directory: str, *, reap_dead: bool = True) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SafeMultiProcessCollector(directory, reap_dead=reap_dead))
-    return registry
+class MultiProcessRegistry(CollectorRegistry):
+    """A registry holding one :class:`SafeMultiProcessCollector`, which can also
+    render itself quickly (:meth:`render`)."""
+
+    def __init__(self, collector: SafeMultiProcessCollector) -> None:
+        super().__init__(auto_describe=False)
+        self.collector = collector
+        self.register(collector)
+
+    def render(self, *, openmetrics_format: bool = False) -> str:
+        return self.collector.render(openmetrics_format=openmetrics_format)
+
+
+def multiprocess_registry(directory: str, *, reap_dead: bool = True) -> MultiProcessRegistry:
+    return MultiProcessRegistry(SafeMultiProcessCollector(directory, reap_dead=reap_dead))
+
+
+def exposition(
+    registry: CollectorRegistry, extra: Iterable[Metric] = (), *, openmetrics_format: bool = False
+) -> bytes:
+    """The registry's families followed by ``extra`` in one exposition (a
+    :class:`MultiProcessRegistry` renders its own part the fast way)."""
+    if isinstance(registry, MultiProcessRegistry):
+        head = registry.render(openmetrics_format=openmetrics_format)
+    else:
+        head = render_metrics(registry.collect(), openmetrics_format=openmetrics_format)
+    tail = render_metrics(extra, openmetrics_format=openmetrics_format)
+    return (head + tail + ("# EOF\n" if openmetrics_format else "")).encode()

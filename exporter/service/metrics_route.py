@@ -3,20 +3,22 @@ derived from the store (exporter.service.store_gauges)."""
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+import asyncio
+
+from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.openmetrics import exposition as openmetrics
 from starlette.requests import Request
 from starlette.responses import Response
 
+from exporter.metrics.multiprocess import exposition
 from exporter.service.state import get_state
-from exporter.service.store_gauges import store_families, with_store_gauges
+from exporter.service.store_gauges import store_families
 
 
 async def metrics(request: Request) -> Response:
     state = get_state(request)
-    registry = with_store_gauges(state.registry, await store_families(state.engine))
-    accept = request.headers.get("accept", "")
-    if "application/openmetrics-text" in accept:
-        body = openmetrics.generate_latest(registry)
-        return Response(body, media_type=openmetrics.CONTENT_TYPE_LATEST)
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    extra = await store_families(state.engine)
+    om = "application/openmetrics-text" in request.headers.get("accept", "")
+    # In a thread: merging the workers' files must not stall the WebSocket streams.
+    body = await asyncio.to_thread(exposition, state.registry, extra, openmetrics_format=om)
+    return Response(body, media_type=openmetrics.CONTENT_TYPE_LATEST if om else CONTENT_TYPE_LATEST)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exporter.metrics.names import LABEL_STATUS, OLDEST_PENDING_AGE, STORE_UP, TASKS_BY_STATUS
@@ -53,20 +52,3 @@ async def store_families(engine: AsyncEngine) -> list[Metric]:
         logger.warning("store gauges unavailable: %s", exc)
         return families(None, utcnow())
     return families(summary, utcnow())
-
-
-class _Combined(Collector):
-    def __init__(self, registry: CollectorRegistry, extra: list[Metric]) -> None:
-        self._registry = registry
-        self._extra = extra
-
-    def collect(self) -> Iterator[Metric]:
-        yield from self._registry.collect()
-        yield from self._extra
-
-
-def with_store_gauges(registry: CollectorRegistry, extra: list[Metric]) -> CollectorRegistry:
-    """A one-scrape registry: the workers' metrics followed by the store gauges."""
-    combined = CollectorRegistry(auto_describe=False)
-    combined.register(_Combined(registry, extra))
-    return combined

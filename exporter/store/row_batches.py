@@ -42,7 +42,12 @@ def coalesce_updates(table: str, least: str) -> str:
         f"created_at = CASE WHEN {table}.status IN {TERMINAL_SQL} THEN {table}.created_at "
         f"ELSE {least}({table}.created_at, excluded.created_at) END"
     )
-    sets.append("updated_at = excluded.updated_at")
+    # A late write that changes nothing of a finished row (a client's PENDING) keeps
+    # its updated_at: replicas and `since` replays see one stamp per change.
+    sets.append(
+        f"updated_at = CASE WHEN {table}.status IN {TERMINAL_SQL} THEN {table}.updated_at "
+        f"ELSE excluded.updated_at END"
+    )
     return ", ".join(sets)
 
 

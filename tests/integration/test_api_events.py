@@ -106,22 +106,23 @@ async def test_reconnect_replays_what_was_missed(
 
 WORKER = textwrap.dedent(
     """
-    import asyncio, json, sys
+    import asyncio, sys
     from datetime import UTC, datetime
     import asyncpg
 
     async def main(dsn):
+        # As exporter.store.pg_writer does: rows stamped with the batch's updated_at,
+        # and that stamp NOTIFYed in the same transaction.
         conn = await asyncpg.connect(dsn)
         now = datetime.now(UTC)
-        event = ["app:remote", "success", now.isoformat(), "remote-1", 1, 12.5, None,
-                 now.isoformat()]
         async with conn.transaction():
             await conn.execute(
                 "INSERT INTO task_execution_logs (task_name, status, task_id, attempt, "
-                "created_at, updated_at, duration_ms) VALUES ($1, $2, $3, 1, $4, $4, 12.5)",
+                "created_at, started_at, completed_at, updated_at, duration_ms) "
+                "VALUES ($1, $2, $3, 1, $4, $4, $4, $4, 12.5)",
                 "app:remote", "success", "remote-1", now)
             await conn.execute("SELECT pg_notify('taskiq_exporter_events', $1)",
-                               json.dumps([event]))
+                               now.isoformat())
         await conn.close()
 
     asyncio.run(main(sys.argv[1]))
