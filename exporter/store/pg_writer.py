@@ -45,27 +45,21 @@ UPSERT = text(f"""
 WITH batch_rows AS (
     SELECT {_FIELDS} FROM json_array_elements(CAST(:batch AS json)) AS e
 ),
-prev AS (
-    SELECT t.task_id, t.attempt, t.status
-    FROM task_execution_logs t JOIN batch_rows i ON t.task_id = i.task_id AND t.attempt = i.attempt
-),
 up AS (
     INSERT INTO task_execution_logs AS t ({_COLS}, updated_at)
     SELECT {_COLS}, CAST(:now AS timestamptz) FROM batch_rows
     ON CONFLICT (task_id, attempt) DO UPDATE SET {coalesce_updates("t", "LEAST")}
-    RETURNING t.task_id, t.attempt, t.task_name, t.status, t.created_at, t.duration_ms
+    RETURNING t.task_name, t.status, t.created_at, t.duration_ms, t.updated_at
 )
 INSERT INTO task_execution_rollups AS r (bucket_start, task_name, status, count, duration_ms_sum)
-SELECT date_trunc('minute', up.created_at), up.task_name, up.status, count(*),
-       COALESCE(sum(up.duration_ms), 0)
+SELECT date_trunc('minute', created_at), task_name, status, count(*),
+       COALESCE(sum(duration_ms), 0)
 FROM up
-JOIN batch_rows i ON i.task_id = up.task_id AND i.attempt = up.attempt
-LEFT JOIN prev ON prev.task_id = up.task_id AND prev.attempt = up.attempt
--- Only the writer that finished the attempt counts it: `prev` is this statement's
--- snapshot and misses a concurrent writer's row, so a late PENDING (client) or
--- RUNNING row meeting an already finished one must not count it again.
-WHERE i.status IN {TERMINAL_SQL} AND up.status IN {TERMINAL_SQL}
-  AND (prev.status IS NULL OR prev.status NOT IN {TERMINAL_SQL})
+-- Finished by this statement: a row that was finished already keeps its
+-- updated_at (see coalesce_updates), so a late PENDING write or a repeated
+-- terminal write meeting it, even one racing it, counts nothing. This needs no
+-- join with the batch (a join of CTEs becomes a nested loop: O(n^2) per batch).
+WHERE status IN {TERMINAL_SQL} AND updated_at = CAST(:now AS timestamptz)
 GROUP BY 1, 2, 3
 -- One lock order for every writer (and the hourly trigger after it): no deadlocks.
 ORDER BY 2, 3, 1

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -29,7 +29,10 @@ async def test_a_late_pending_row_racing_the_finished_one_is_counted_once(pg_sto
             # no row yet, and its insert waits on the worker's.
             await client.begin()
             late = asyncio.create_task(
-                client.execute(UPSERT, {"batch": encode_batch([pending]), "now": now})
+                client.execute(
+                    UPSERT,
+                    {"batch": encode_batch([pending]), "now": now + timedelta(milliseconds=3)},
+                )
             )
             await asyncio.sleep(0.3)
             assert not late.done()
