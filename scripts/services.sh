@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make sure what the tests talk to is there: PostgreSQL and Redis running, and
+# Make sure what the tests talk to is there: PostgreSQL, Redis and RabbitMQ running, and
 # Prometheus's promtool/prometheus/amtool installed (Debian packages).
 # Needs root for apt-get; without it, missing pieces make their tests skip
 # (or fail, when CI is set).
@@ -20,6 +20,12 @@ fi
 if command -v redis-cli >/dev/null && ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
   if command -v redis-server >/dev/null; then
     redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no || true
+  fi
+fi
+if command -v rabbitmqctl >/dev/null && ! rabbitmqctl -q status >/dev/null 2>&1; then
+  if command -v rabbitmq-server >/dev/null; then
+    rabbitmq-server -detached || true
+    for _ in $(seq 30); do rabbitmqctl -q status >/dev/null 2>&1 && break; sleep 1; done
   fi
 fi
 exit 0

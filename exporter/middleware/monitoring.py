@@ -34,6 +34,7 @@ from exporter.middleware.sanitize import describe_exception, safe_str
 from exporter.settings import ExporterSettings
 
 SENT_AT_LABEL = "_taskiq_exporter_sent_at"
+PARAMS_STORED = "p"
 RETRIES_LABEL = "_retries"
 
 logger = logging.getLogger(__name__)
@@ -49,12 +50,17 @@ def _attempt(labels: dict[str, Any]) -> int:
         return 1
 
 
-def _sent_at(labels: dict[str, Any]) -> float | None:
+def _sent_at(labels: dict[str, Any]) -> tuple[float | None, bool]:
+    """When the message was sent, and whether the sender stored its params (the
+    label then ends with "p": the worker need not encode large arguments again)."""
+    value = labels.get(SENT_AT_LABEL)
+    if value is None:
+        return None, False
+    stored = isinstance(value, str) and value.endswith(PARAMS_STORED)
     try:
-        value = labels.get(SENT_AT_LABEL)
-        return float(value) if value is not None else None
+        return float(value[:-1] if stored else value), stored
     except (TypeError, ValueError):
-        return None
+        return None, False
 
 
 class MonitoringMiddleware(TaskiqMiddleware):
@@ -95,6 +101,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
         self._tallies = self.runtime.aggregator.tasks
         self._params = self.runtime.params
         self._record_pending = settings.record_pending
+        self._sent_suffix = PARAMS_STORED if settings.record_pending else ""
         # Keyed by id(message): retry middlewares re-kick with the *same* labels
         # dict, so after on_error the labels already name the next attempt.
         # id(message) -> (task_id, attempt, perf_counter at start, created_at)
@@ -119,22 +126,26 @@ class MonitoringMiddleware(TaskiqMiddleware):
     # Client side ---------------------------------------------------------------
 
     async def pre_send(self, message: TaskiqMessage) -> TaskiqMessage:
-        message.labels[SENT_AT_LABEL] = repr(time())
+        message.labels[SENT_AT_LABEL] = repr(time()) + self._sent_suffix
         return message
 
     async def post_send(self, message: TaskiqMessage) -> None:
         try:
             labels = message.labels
-            sent = _sent_at(labels) or time()
+            sent = _sent_at(labels)[0] or time()
             name = message.task_name
             tally = self._tallies.get(name) or self._tally(name)
             tally.sent += 1
             if not self._record_pending:
                 return
             row = self._buffer.row(message.task_id, _attempt(labels), name, sent)
-            if row is not None and row[QUEUED_AT] is None:
-                row[QUEUED_AT] = sent
-                row[PARAMS] = self._params.encode(message.args, message.kwargs)
+            if row is not None:
+                if row[QUEUED_AT] is None:
+                    row[QUEUED_AT] = sent
+                # The worker leaves params to the sender (see _sent_at), even when
+                # it ran the task before this hook (in-place brokers).
+                if row[PARAMS] is None:
+                    row[PARAMS] = self._params.encode(message.args, message.kwargs)
         except Exception:
             logger.exception("taskiq-exporter: post_send failed (the task was sent)")
 
@@ -146,7 +157,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             labels = message.labels
             name = message.task_name
             attempt = _attempt(labels)
-            sent = _sent_at(labels)
+            sent, params_stored = _sent_at(labels)
             tally = self._tallies.get(name) or self._tally(name)
             tally.started += 1
             tally.in_progress += 1
@@ -165,7 +176,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                     row[QUEUE_WAIT_MS] = (now - created) * 1000.0
                 row[WORKER_HOST] = self._host
                 row[WORKER_PID] = self._pid
-                if row[PARAMS] is None:
+                if row[PARAMS] is None and not params_stored:
                     row[PARAMS] = self._params.encode(message.args, message.kwargs)
                 advance(row, RUNNING)
         except Exception:

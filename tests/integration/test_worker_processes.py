@@ -81,6 +81,9 @@ def test_two_worker_processes_sum_in_one_scrape(
         assert value(s, "taskiq_exporter_log_rows_dropped_total") == 0
         # Both processes did work, and their pids are in the log.
         assert db_count(pg_store, "true") == 300
+        # The sender stored the params; the workers did not encode them again.
+        assert db_count(pg_store, "params IS NULL") == 0
+        assert db_count(pg_store, "params->'args' = '[7]'::jsonb") == 1
         pids = p.child_pids(proc.pid)
         assert len(pids) == 2
         worked = {pid for pid in pids if db_count(pg_store, f"worker_pid = {pid}") > 0}
