@@ -61,6 +61,10 @@ async def _tail(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace, _extra: list[str]) -> int:
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_tail(args))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_tail(args))
+    except BrokenPipeError:
+        # `taskiq-exporter tail | head`: the reader left; leave quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
