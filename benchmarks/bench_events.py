@@ -37,6 +37,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from websockets.asyncio.client import ClientConnection, connect
 
+from benchmarks.ports import free_port
 from exporter.store.migrate import upgrade
 from exporter.store.pg_admin import drop_database, ensure_database
 from tests.integration import processes
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
                 db_url, metrics_dir, TASKIQ_EXPORTER_FLUSH_INTERVAL_SECONDS=interval
             )
             env.setdefault("PYTHONUNBUFFERED", "1")
-            port = _free_port()
+            port = free_port()
             with _output_to(log):
                 outcome = asyncio.run(run_once(env, port, args.rate, args.seconds))
             results.append((interval, *outcome))
@@ -223,15 +224,6 @@ def _output_to(path: Path) -> Iterator[None]:
         os.dup2(saved[1], 2)
         os.close(saved[0])
         os.close(saved[1])
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy.engine import make_url
 
+from benchmarks.ports import free_port
 from exporter.metrics import multiprocess as mp
 from exporter.settings import DEFAULT_DURATION_BUCKETS, DEFAULT_QUEUE_WAIT_BUCKETS
 from exporter.store.migrate import upgrade
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         asyncio.run(upgrade(db_url))
         local = in_process(directory, args.rounds)
-        port = args.port or _free_port()
+        port = args.port or free_port()
         env = processes.environment(db_url, Path(directory), TASKIQ_EXPORTER_MAINTENANCE="false")
         with processes.service(env, port) as base:
             started = time.perf_counter()
@@ -238,15 +239,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  the service's first scrape (files parsed, lines learnt): {cold:.0f} ms")
     verdict = "meets" if percentile(http_text, 0.95) < 50 else "MISSES"
     print(f"p95 of the HTTP scrape {percentile(http_text, 0.95):.2f} ms: {verdict} the 50 ms bound")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 if __name__ == "__main__":

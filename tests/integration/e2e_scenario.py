@@ -8,12 +8,10 @@ other and with the workload's plan (tests/integration/e2e_workload.py).
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -28,25 +26,11 @@ NAMES = 10
 MAX_DETAILS = 1_000
 
 
-@contextmanager
-def worker(env: dict[str, str], workers: int) -> Iterator[subprocess.Popen[bytes]]:
-    cmd = [*p.EXPORTER, "worker", "tests.integration.e2e_app:broker", "--workers", str(workers),
-           "--shutdown-timeout", "30", "--log-level", "WARNING"]  # fmt: skip
-    proc = subprocess.Popen(cmd, env=env, cwd=p.ROOT)
-    try:
-        # `taskiq-exporter worker` empties the metrics directory before taskiq
-        # forks its children: the sender's counters must come after that.
-        wait_for(lambda: len(p.child_pids(proc.pid)) == workers or proc.poll() is not None, 30)
-        assert proc.poll() is None, "the worker exited at start"
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def worker(env: dict[str, str], workers: int) -> AbstractContextManager[subprocess.Popen[bytes]]:
+    return p.worker(
+        env, workers, app="tests.integration.e2e_app:broker",
+        extra=("--log-level", "WARNING"), wait_children=True,
+    )  # fmt: skip
 
 
 def send(env: dict[str, str], tasks: int) -> None:

@@ -43,21 +43,42 @@ def environment(database_url: str, metrics_dir: Path, **extra: str) -> dict[str,
     return env
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (a clean shutdown), then SIGKILL after a minute."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @contextmanager
-def worker(env: dict[str, str], workers: int = 2) -> Iterator[subprocess.Popen[bytes]]:
-    cmd = [*EXPORTER, "worker", "tests.integration.worker_app:broker",
-           "--workers", str(workers), "--shutdown-timeout", "30"]  # fmt: skip
+def worker(
+    env: dict[str, str],
+    workers: int = 2,
+    *,
+    app: str = "tests.integration.worker_app:broker",
+    extra: tuple[str, ...] = (),
+    wait_children: bool = False,
+) -> Iterator[subprocess.Popen[bytes]]:
+    cmd = [*EXPORTER, "worker", app, "--workers", str(workers),
+           "--shutdown-timeout", "30", *extra]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
     try:
+        if wait_children:
+            # `taskiq-exporter worker` empties the metrics directory before taskiq
+            # forks its children: a sender's counters must come after that.
+            deadline = time.monotonic() + 30
+            while len(child_pids(proc.pid)) < workers and proc.poll() is None:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the worker processes did not start")
+                time.sleep(0.1)
+            assert proc.poll() is None, "the worker exited at start"
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)
 
 
 @contextmanager
