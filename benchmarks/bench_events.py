@@ -37,6 +37,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 from websockets.asyncio.client import ClientConnection, connect
 
+from benchmarks.options import add_server_url
 from benchmarks.ports import free_port
 from exporter.store.migrate import upgrade
 from exporter.store.pg_admin import drop_database, ensure_database
@@ -149,13 +150,7 @@ def row(label: str, samples: list[float]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--server-url",
-        default=os.environ.get(
-            "TASKIQ_EXPORTER_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-        ),
-        help="a PostgreSQL server; a fresh database is created on it and dropped after",
-    )
+    add_server_url(parser)
     parser.add_argument("--rate", type=float, default=50.0, help="tasks per second")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument(

@@ -33,6 +33,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy.engine import make_url
 
+from benchmarks.options import add_server_url
 from benchmarks.ports import free_port
 from exporter.metrics import multiprocess as mp
 from exporter.settings import DEFAULT_DURATION_BUCKETS, DEFAULT_QUEUE_WAIT_BUCKETS
@@ -172,13 +173,7 @@ def scrape(base: str, requests: int, warmup: int, accept: str) -> list[float]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--server-url",
-        default=os.environ.get(
-            "TASKIQ_EXPORTER_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-        ),
-        help="a PostgreSQL server; a fresh database is created on it and dropped after",
-    )
+    add_server_url(parser)
     parser.add_argument("--requests", type=int, default=200, help="HTTP scrapes per format")
     parser.add_argument("--rounds", type=int, default=30, help="in-process rounds")
     parser.add_argument("--warmup", type=int, default=20)

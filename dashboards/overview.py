@@ -10,7 +10,7 @@ from dashboards.config import Config
 from dashboards.panels import Cell, Query, prometheus_table, stat, tile, timeseries
 from dashboards.sections import (
     failure_ratio_panel,
-    latency_panel,
+    latency_panels,
     recent_executions,
     success_steps,
 )
@@ -200,24 +200,7 @@ def build(cfg: Config) -> Board:
         ("Success and failure", _ratios(cfg)),
         (
             "Latency",
-            [
-                Cell(
-                    latency_panel(
-                        "Duration p50 / p95 / p99",
-                        n.TASK_DURATION,
-                        cfg.duration,
-                        "Wall time of an attempt in the worker.",
-                    )
-                ),
-                Cell(
-                    latency_panel(
-                        "Queue wait p50 / p95 / p99",
-                        n.TASK_QUEUE_WAIT,
-                        cfg.queue_wait,
-                        "Time from send to the start of an attempt.",
-                    )
-                ),
-            ],
+            [Cell(panel) for panel in latency_panels(cfg)],
         ),
         ("Backlog", _backlog()),
         ("Exporter health", exporter_health.cells()),

@@ -62,6 +62,24 @@ def latency_panel(title: str, histogram: str, alert: LatencyAlert, what: str) ->
     )
 
 
+def latency_panels(cfg: Config) -> tuple[g.TimeSeries, g.TimeSeries]:
+    """Duration and queue-wait percentiles, with their alerts' thresholds."""
+    return (
+        latency_panel(
+            "Duration p50 / p95 / p99",
+            n.TASK_DURATION,
+            cfg.duration,
+            "Wall time of an attempt in the worker.",
+        ),
+        latency_panel(
+            "Queue wait p50 / p95 / p99",
+            n.TASK_QUEUE_WAIT,
+            cfg.queue_wait,
+            "Time from send to the start of an attempt.",
+        ),
+    )
+
+
 def recent_executions(title: str, *, failed_only: bool) -> g.Table:
     status = "\n  AND status = 'failed'" if failed_only else ""
     # The shape PostgreSQL answers from an index in milliseconds at 10M rows:

@@ -8,7 +8,7 @@ from dashboards.config import Config
 from dashboards.panels import Cell, Query, stat, tile, timeseries
 from dashboards.sections import (
     failure_ratio_panel,
-    latency_panel,
+    latency_panels,
     recent_executions,
     success_steps,
 )
@@ -136,24 +136,7 @@ def build(cfg: Config) -> Board:
         (
             "Latency",
             [
-                Cell(
-                    latency_panel(
-                        "Duration p50 / p95 / p99",
-                        n.TASK_DURATION,
-                        cfg.duration,
-                        "Wall time of an attempt in the worker.",
-                    ),
-                    8,
-                ),
-                Cell(
-                    latency_panel(
-                        "Queue wait p50 / p95 / p99",
-                        n.TASK_QUEUE_WAIT,
-                        cfg.queue_wait,
-                        "Time from send to the start of an attempt.",
-                    ),
-                    8,
-                ),
+                *(Cell(panel, 8) for panel in latency_panels(cfg)),
                 Cell(
                     timeseries(
                         "Mean duration by status",
