@@ -13,6 +13,7 @@ class TcpProxy:
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
+        self.database = ""  # the database url() names by default
         self.port = 0
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -52,5 +53,6 @@ class TcpProxy:
     async def restore(self) -> None:
         await self.start()
 
-    def url(self, database: str) -> str:
-        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str | None = None) -> str:
+        name = self.database if database is None else database
+        return f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/{name}"

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 from taskiq import InMemoryBroker
@@ -51,15 +53,22 @@ def broker_with(url: str, **options: Any) -> tuple[InMemoryBroker, MonitoringMid
     return broker, mw, work
 
 
+@pytest.fixture
+async def proxy(pg_store: str) -> AsyncIterator[TcpProxy]:
+    """A TCP path to the test's migrated database that the test can cut."""
+    proxy = TcpProxy("127.0.0.1", make_url(pg_store).port or 5432)
+    await proxy.start()
+    proxy.database = make_url(pg_store).database or ""
+    yield proxy
+    await proxy.cut()
+
+
 def sample(mw: MonitoringMiddleware, name: str) -> float:
     return mw.registry.get_sample_value(name) or 0.0
 
 
-async def test_database_down_at_startup_then_back(pg_store: str) -> None:
-    proxy = TcpProxy("127.0.0.1", make_url(pg_store).port or 5432)
-    await proxy.start()
-    database = make_url(pg_store).database or ""
-    url = proxy.url(database)
+async def test_database_down_at_startup_then_back(pg_store: str, proxy: TcpProxy) -> None:
+    url = proxy.url()
     await proxy.cut()  # nothing listens: the database is down
     broker, mw, work = broker_with(url)
     await broker.startup()
@@ -71,13 +80,10 @@ async def test_database_down_at_startup_then_back(pg_store: str) -> None:
     await broker.shutdown()
     assert sample(mw, "taskiq_exporter_log_rows_dropped_total") == 0
     assert sample(mw, "taskiq_exporter_log_rows_written_total") == 50
-    await proxy.cut()
 
 
-async def test_database_disappears_mid_run(pg_store: str) -> None:
-    proxy = TcpProxy("127.0.0.1", make_url(pg_store).port or 5432)
-    await proxy.start()
-    url = proxy.url(make_url(pg_store).database or "")
+async def test_database_disappears_mid_run(pg_store: str, proxy: TcpProxy) -> None:
+    url = proxy.url()
     broker, mw, work = broker_with(url)
     await broker.startup()
     for i in range(100):
@@ -95,13 +101,12 @@ async def test_database_disappears_mid_run(pg_store: str) -> None:
     await broker.shutdown()
     assert sample(mw, "taskiq_exporter_log_rows_dropped_total") == 0
     assert sample(mw, "taskiq_exporter_log_write_errors_total") >= 1
-    await proxy.cut()
 
 
-async def test_rows_beyond_the_bound_are_dropped_and_counted(pg_store: str) -> None:
-    proxy = TcpProxy("127.0.0.1", make_url(pg_store).port or 5432)
-    await proxy.start()
-    url = proxy.url(make_url(pg_store).database or "")
+async def test_rows_beyond_the_bound_are_dropped_and_counted(
+    pg_store: str, proxy: TcpProxy
+) -> None:
+    url = proxy.url()
     await proxy.cut()
     broker, mw, work = broker_with(url, max_buffer_rows=40, shutdown_flush_timeout_seconds=10)
     await broker.startup()
@@ -115,13 +120,12 @@ async def test_rows_beyond_the_bound_are_dropped_and_counted(pg_store: str) -> N
     # Metrics do not depend on the log: every task is counted.
     labels = {"task_name": "f:work", "status": "success"}
     assert mw.registry.get_sample_value("taskiq_tasks_completed_total", labels) == 100
-    await proxy.cut()
 
 
-async def test_shutdown_gives_up_after_its_timeout_and_counts_the_loss(pg_store: str) -> None:
-    proxy = TcpProxy("127.0.0.1", make_url(pg_store).port or 5432)
-    await proxy.start()
-    url = proxy.url(make_url(pg_store).database or "")
+async def test_shutdown_gives_up_after_its_timeout_and_counts_the_loss(
+    pg_store: str, proxy: TcpProxy
+) -> None:
+    url = proxy.url()
     await proxy.cut()
     broker, mw, work = broker_with(url, shutdown_flush_timeout_seconds=0.5)
     await broker.startup()
@@ -154,10 +158,10 @@ async def test_rows_wait_for_a_missing_schema_instead_of_being_dropped(pg_url: s
     assert sample(mw, "taskiq_exporter_log_rows_dropped_total") == 0
 
 
-async def test_a_cancelled_shutdown_still_counts_what_it_lost(pg_store: str) -> None:
-    proxy = TcpProxy("127.0.0.1", make_url(pg_store).port or 5432)
-    await proxy.start()
-    url = proxy.url(make_url(pg_store).database or "")
+async def test_a_cancelled_shutdown_still_counts_what_it_lost(
+    pg_store: str, proxy: TcpProxy
+) -> None:
+    url = proxy.url()
     await proxy.cut()
     broker, mw, work = broker_with(url, shutdown_flush_timeout_seconds=30)
     await broker.startup()
