@@ -73,7 +73,7 @@ def test_a_failed_batch_goes_back_merged_with_newer_updates() -> None:
     advance(newer, "success")
     buf.settle(batch, written=False)
     assert len(buf.rows) == 1
-    merged = buf.rows[("t", 1)]
+    (merged,) = buf.rows.values()
     assert merged[STATUS] == "success"
     assert merged[STARTED_AT] == 51.0
     assert merged[COMPLETED_AT] == 70.0

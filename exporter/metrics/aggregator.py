@@ -12,7 +12,6 @@ from bisect import bisect_left
 from typing import Any
 
 from exporter.metrics.instruments import Instruments
-from exporter.metrics.names import COMPLETED_STATUSES
 from exporter.middleware.sanitize import clean_text
 
 
@@ -49,6 +48,8 @@ class TaskTally:
     __slots__ = (
         "children",
         "duration",
+        "duration_failed",
+        "duration_success",
         "failed",
         "in_progress",
         "queue_wait",
@@ -61,7 +62,9 @@ class TaskTally:
     def __init__(self, inst: Instruments, task_name: str) -> None:
         self.sent = self.started = self.success = self.failed = self.retries = 0
         self.in_progress = 0
-        self.duration = {s: HistogramTally(inst.duration_bounds) for s in COMPLETED_STATUSES}
+        self.duration_success = HistogramTally(inst.duration_bounds)
+        self.duration_failed = HistogramTally(inst.duration_bounds)
+        self.duration = {"success": self.duration_success, "failed": self.duration_failed}
         self.queue_wait = HistogramTally(inst.queue_wait_bounds)
         # Creating the children now makes every series exist at 0 from first sight.
         self.children = (
@@ -91,8 +94,8 @@ class TaskTally:
                 child.inc(value)
                 setattr(self, attr, 0)
         in_progress.set(self.in_progress)
-        self.duration["success"].apply(dur_ok)
-        self.duration["failed"].apply(dur_failed)
+        self.duration_success.apply(dur_ok)
+        self.duration_failed.apply(dur_failed)
         self.queue_wait.apply(wait)
 
 

@@ -3,7 +3,15 @@ between two flushes is one row, not an insert and an update."""
 
 from __future__ import annotations
 
-from exporter.middleware.rows import LogRow, RowKey, absorb, new_row, row_key
+from exporter.middleware.rows import (
+    ATTEMPT,
+    TASK_ID,
+    BufferKey,
+    LogRow,
+    absorb,
+    buffer_key,
+    new_row,
+)
 
 
 class RowBuffer:
@@ -12,28 +20,36 @@ class RowBuffer:
 
     def __init__(self, max_rows: int) -> None:
         self.max_rows = max_rows
-        self.rows: dict[RowKey, LogRow] = {}
+        self.rows: dict[BufferKey, LogRow] = {}
         self.in_flight = 0
         self.dropped = 0
         # Attempts already counted as dropped: the send, start and end of one
         # attempt are one lost row, not three. Bounded; the oldest are forgotten.
-        self._dropped_keys: dict[RowKey, None] = {}
+        self._dropped_keys: dict[BufferKey, None] = {}
 
     def __len__(self) -> int:
         return len(self.rows) + self.in_flight
 
+    def admit(self, key: BufferKey, row: LogRow) -> bool:
+        """Hold a new row for this attempt if there is room; count it dropped if not.
+        (The hooks look in ``rows`` first: an attempt already held is updated there.)"""
+        if len(self.rows) + self.in_flight >= self.max_rows:
+            self._count_drop(key)
+            return False
+        self.rows[key] = row
+        return True
+
     def row(self, task_id: str, attempt: int, task_name: str, now: float) -> LogRow | None:
-        """The buffered row for this attempt, created if there is room."""
-        key = (task_id, attempt)
+        """The buffered row for this attempt, created (PENDING) if there is room."""
+        key = buffer_key(task_id, attempt)
         row = self.rows.get(key)
         if row is None:
-            if len(self.rows) + self.in_flight >= self.max_rows:
-                self._count_drop(key)
+            row = new_row(task_id, attempt, task_name, now)
+            if not self.admit(key, row):
                 return None
-            row = self.rows[key] = new_row(task_id, attempt, task_name, now)
         return row
 
-    def _count_drop(self, key: RowKey) -> None:
+    def _count_drop(self, key: BufferKey) -> None:
         if key in self._dropped_keys:
             return
         self.dropped += 1
@@ -45,7 +61,7 @@ class RowBuffer:
         """Hand up to ``limit`` rows to the writer; they stay counted until settled."""
         if len(self.rows) <= limit:
             batch = list(self.rows.values())
-            self.rows = {}
+            self.rows.clear()  # the same dict: the hooks keep a reference to it
         else:
             keys = list(self.rows)[:limit]
             batch = [self.rows.pop(k) for k in keys]
@@ -59,7 +75,7 @@ class RowBuffer:
         if written:
             return
         for old in batch:
-            key = row_key(old)
+            key = buffer_key(old[TASK_ID], old[ATTEMPT])
             newer = self.rows.pop(key, None)
             if newer is not None:
                 absorb(old, newer)

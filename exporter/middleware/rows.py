@@ -58,6 +58,9 @@ _MERGED = range(PARAMS, CREATED_AT)
 
 LogRow = list[Any]
 RowKey = tuple[str, int]
+# The buffer's key of an attempt: the task id itself for a first attempt (no
+# allocation, its hash is cached), (task_id, attempt) for a retry.
+BufferKey = str | tuple[str, int]
 
 
 def new_row(task_id: str, attempt: int, task_name: str, created_at: float) -> LogRow:
@@ -67,6 +70,10 @@ def new_row(task_id: str, attempt: int, task_name: str, created_at: float) -> Lo
 
 def row_key(row: LogRow) -> RowKey:
     return (row[TASK_ID], row[ATTEMPT])
+
+
+def buffer_key(task_id: str, attempt: int) -> BufferKey:
+    return task_id if attempt == 1 else (task_id, attempt)
 
 
 def advance(row: LogRow, status: str) -> None:

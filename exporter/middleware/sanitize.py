@@ -14,6 +14,7 @@ REDACTED = "***"
 MAX_DEPTH = 32
 TRUNCATION_MARKER = "... [truncated {n} bytes]"
 _INT64 = 2**63
+EMPTY_PARAMS = '{"args":[],"kwargs":{}}'
 
 
 def clean_text(value: str) -> str:
@@ -95,7 +96,7 @@ class ParamsEncoder:
 
     def encode(self, args: Any, kwargs: Any) -> str:
         if not args and not kwargs:
-            return '{"args":[],"kwargs":{}}'
+            return EMPTY_PARAMS
         doc = {"args": self._walk(list(args or ()), 1), "kwargs": self._walk(dict(kwargs or {}), 1)}
         text = orjson.dumps(doc).decode()
         if len(text) > self._max_bytes // 4 and len(text.encode("utf-8")) > self._max_bytes:

@@ -3,7 +3,9 @@ batch's stamp, in one transaction.
 
 The batch travels as one JSON text parameter that the server unpacks: encoding
 fifteen typed arrays cost the worker about 15 us a row, orjson about 0.2 us,
-and the unpacking runs on the database's core.
+and the unpacking runs on the database's core. It is cast to jsonb, parsed once:
+as json, every ``e->>i`` parsed the row again, 18 us a row of the server's CPU
+(about 4 us as jsonb), which a small host shares with its workers.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ _FIELDS = ", ".join(f"{_field(i, c)} AS {c}" for i, c in enumerate(COLUMNS))
 
 UPSERT = text(f"""
 WITH batch_rows AS (
-    SELECT {_FIELDS} FROM json_array_elements(CAST(:batch AS json)) AS e
+    SELECT {_FIELDS} FROM jsonb_array_elements(CAST(:batch AS jsonb)) AS e
 ),
 up AS (
     INSERT INTO task_execution_logs AS t ({_COLS}, updated_at)
