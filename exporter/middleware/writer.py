@@ -28,8 +28,11 @@ logger = logging.getLogger(__name__)
 
 def _is_data_error(exc: BaseException) -> bool:
     """The database refused these values (not: could not be reached, or the schema
-    is missing: those keep the rows for the next try)."""
-    return isinstance(exc, DataError | IntegrityError)
+    is missing: those keep the rows for the next try). SQLAlchemy's classes, or
+    the driver's SQLSTATE classes 22 (data exception) and 23 (integrity)."""
+    if isinstance(exc, DataError | IntegrityError):
+        return True
+    return str(getattr(exc, "sqlstate", "") or "")[:2] in ("22", "23")
 
 
 class BackgroundWriter:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 from sqlalchemy import func, select
 
 from exporter.middleware.rows import COMPLETED_AT, DURATION_MS, STATUS, new_row
 from exporter.store.engine import make_engine
 from exporter.store.models import TaskExecutionLog, TaskExecutionRollup
-from exporter.store.pg_writer import UPSERT, encode_batch
+from exporter.store.pg_admin import asyncpg_dsn
+from exporter.store.pg_writer import WRITE_AND_NOTIFY, encode_batch
 
 
 async def test_a_late_pending_row_racing_the_finished_one_is_counted_once(pg_store: str) -> None:
@@ -21,28 +23,31 @@ async def test_a_late_pending_row_racing_the_finished_one_is_counted_once(pg_sto
     finished[COMPLETED_AT] = 1_700_000_001.0
     finished[DURATION_MS] = 12.5
     pending = new_row("t1", 1, "race:task", 1_700_000_000.0)
+
+    def args(row: list[object], stamp: datetime) -> tuple[object, ...]:
+        return (encode_batch([row]), stamp, "test_channel", stamp.isoformat())
+
+    dsn = asyncpg_dsn(pg_store)
+    worker, client = await asyncpg.connect(dsn), await asyncpg.connect(dsn)
     try:
-        async with engine.connect() as worker, engine.connect() as client:
-            await worker.begin()
-            await worker.execute(UPSERT, {"batch": encode_batch([finished]), "now": now})
-            # The client's batch starts before the worker commits: its snapshot has
-            # no row yet, and its insert waits on the worker's.
-            await client.begin()
-            late = asyncio.create_task(
-                client.execute(
-                    UPSERT,
-                    {"batch": encode_batch([pending]), "now": now + timedelta(milliseconds=3)},
-                )
-            )
-            await asyncio.sleep(0.3)
-            assert not late.done()
-            await worker.commit()
-            await late
-            await client.commit()
+        worker_tx = worker.transaction()
+        await worker_tx.start()
+        await worker.fetchval(WRITE_AND_NOTIFY, *args(finished, now))
+        # The client's batch starts before the worker commits: its snapshot has
+        # no row yet, and its insert waits on the worker's.
+        late = asyncio.create_task(
+            client.fetchval(WRITE_AND_NOTIFY, *args(pending, now + timedelta(milliseconds=3)))
+        )
+        await asyncio.sleep(0.3)
+        assert not late.done()
+        await worker_tx.commit()
+        await late
         async with engine.connect() as conn:
             status = (await conn.execute(select(TaskExecutionLog.status))).scalar_one()
             counted = (await conn.execute(select(func.sum(TaskExecutionRollup.count)))).scalar_one()
         assert status == "success"
         assert counted == 1
     finally:
+        await worker.close()
+        await client.close()
         await engine.dispose()
