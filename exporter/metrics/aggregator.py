@@ -52,6 +52,7 @@ class TaskTally:
         "duration_success",
         "failed",
         "in_progress",
+        "in_progress_applied",
         "queue_wait",
         "retries",
         "sent",
@@ -61,7 +62,7 @@ class TaskTally:
 
     def __init__(self, inst: Instruments, task_name: str) -> None:
         self.sent = self.started = self.success = self.failed = self.retries = 0
-        self.in_progress = 0
+        self.in_progress = self.in_progress_applied = 0
         self.duration_success = HistogramTally(inst.duration_bounds)
         self.duration_failed = HistogramTally(inst.duration_bounds)
         self.duration = {"success": self.duration_success, "failed": self.duration_failed}
@@ -93,7 +94,9 @@ class TaskTally:
             if value:
                 child.inc(value)
                 setattr(self, attr, 0)
-        in_progress.set(self.in_progress)
+        if self.in_progress != self.in_progress_applied:  # a multiprocess set is an mmap write
+            in_progress.set(self.in_progress)
+            self.in_progress_applied = self.in_progress
         self.duration_success.apply(dur_ok)
         self.duration_failed.apply(dur_failed)
         self.queue_wait.apply(wait)
