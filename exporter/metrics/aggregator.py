@@ -47,7 +47,6 @@ class TaskTally:
 
     __slots__ = (
         "children",
-        "duration",
         "duration_failed",
         "duration_success",
         "failed",
@@ -65,7 +64,6 @@ class TaskTally:
         self.in_progress = self.in_progress_applied = 0
         self.duration_success = HistogramTally(inst.duration_bounds)
         self.duration_failed = HistogramTally(inst.duration_bounds)
-        self.duration = {"success": self.duration_success, "failed": self.duration_failed}
         self.queue_wait = HistogramTally(inst.queue_wait_bounds)
         # Creating the children now makes every series exist at 0 from first sight.
         self.children = (
@@ -80,6 +78,11 @@ class TaskTally:
             inst.queue_wait.labels(task_name),
         )
         self.children[5].set(0)
+
+    @property
+    def duration(self) -> dict[str, HistogramTally]:
+        """The duration tallies by status."""
+        return {"success": self.duration_success, "failed": self.duration_failed}
 
     def apply(self) -> None:
         sent, started, ok, failed, retries, in_progress, dur_ok, dur_failed, wait = self.children

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.middleware.rows import BufferKey
+from exporter.middleware.rows import BufferKey, buffer_key
 
 SENT_AT_LABEL = "_taskiq_exporter_sent_us"
 # Set by a sender that does not write the PENDING row (record_pending=False):
@@ -46,4 +46,4 @@ def attempt_key(task_id: str, retries: Any) -> tuple[int, BufferKey]:
     if retries is None:
         return 1, task_id
     attempt = attempt_of(retries)
-    return attempt, task_id if attempt == 1 else (task_id, attempt)
+    return attempt, buffer_key(task_id, attempt)

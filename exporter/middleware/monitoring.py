@@ -138,8 +138,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             if not self._record_pending:
                 return
             labels = fields["labels"]
-            stamp = labels.get(SENT_AT_LABEL)
-            sent = (stamp * 1e-6 if stamp.__class__ is int else sent_at(stamp)) or time()
+            sent = sent_at(labels.get(SENT_AT_LABEL)) or time()
             task_id = fields["task_id"]
             attempt, key = attempt_key(task_id, labels.get(RETRIES_LABEL))
             row = self._rows.get(key)
@@ -170,8 +169,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             tally = self._tallies.get(name) or self._tally(name)
             tally.started += 1
             tally.in_progress += 1
-            stamp = labels.get(SENT_AT_LABEL)
-            sent = stamp * 1e-6 if stamp.__class__ is int else sent_at(stamp)
+            sent = sent_at(labels.get(SENT_AT_LABEL))
             if sent is None:
                 created, wait_ms, params_stored = now, None, False
             else:
