@@ -4,11 +4,12 @@ JSON that PostgreSQL accepts, text capped with a visible marker."""
 from __future__ import annotations
 
 import math
-import traceback
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
+
+from exporter.middleware.tracebacks import format_traceback
 
 REDACTED = "***"
 MAX_DEPTH = 32
@@ -116,7 +117,7 @@ def describe_exception(
     text = safe_str(exc)
     message = cap_text(f"{name}: {text}" if text else name, max_message_bytes)
     try:
-        tb = "".join(traceback.format_exception(exc))
+        tb = format_traceback(exc)
     except Exception:
         tb = f"{name}: <traceback could not be formatted>"
     return message, cap_text(clean_text(tb), max_traceback_bytes, keep_tail=True)
