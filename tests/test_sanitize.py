@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import enum
 import json
 
 from exporter.middleware.sanitize import (
@@ -63,6 +65,37 @@ def test_values_json_cannot_hold_are_stored_as_repr() -> None:
     assert doc["args"][4] == str(2**80)
     assert doc["args"][5] == "<unrepresentable Broken>"
     assert doc["kwargs"]["when"] == "<class 'object'>"
+
+
+def test_subclasses_of_plain_types_are_stored_as_their_values() -> None:
+    class Color(enum.StrEnum):
+        RED = "red"
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    class Ratio(float):
+        pass
+
+    class Config(collections.UserDict[str, object]):
+        pass
+
+    doc = json.loads(
+        encoder().encode(
+            (Color.RED, Level.HIGH, Ratio(0.5), Ratio("inf"), (1, [2, ("x",)])),
+            collections.OrderedDict(
+                [(Color.RED, 1), ("opts", collections.defaultdict(int, token="t", n=2)),
+                 ("cfg", Config(password="p", keep="k")), ("frozen", frozenset({"a"}))]
+            ),
+        )
+    )  # fmt: skip
+    assert doc["args"] == ["red", 3, 0.5, "inf", [1, [2, ["x"]]]]
+    assert doc["kwargs"] == {
+        "red": 1,
+        "opts": {"token": REDACTED, "n": 2},
+        "cfg": {"password": REDACTED, "keep": "k"},
+        "frozen": ["a"],
+    }
 
 
 def test_deep_nesting_is_cut_not_a_recursion_error() -> None:

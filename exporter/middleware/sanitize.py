@@ -56,6 +56,15 @@ def safe_str(value: object) -> str:
         return f"<str() failed for {type(value).__name__}>"
 
 
+def _plain(value: str | int | float) -> str | int | float:
+    """A subclass's value as the plain type (orjson takes no float or str-key subclass)."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
+        return int.__int__(value)
+    return float.__float__(value)
+
+
 class ParamsEncoder:
     """Turns a task's args and kwargs into the JSON text stored in ``params``."""
 
@@ -74,31 +83,46 @@ class ParamsEncoder:
         return known
 
     def _walk(self, value: Any, depth: int) -> Any:
-        if value is None or isinstance(value, bool):
-            return value
-        if isinstance(value, int):
-            return value if -_INT64 <= value < _INT64 else str(value)
-        if isinstance(value, str):
+        # Exact types first: the common values skip isinstance() and the
+        # Mapping ABC check (a task's params are walked on every send).
+        cls = value.__class__
+        if cls is str:
             return clean_text(value)
-        if isinstance(value, float):
+        if cls is int:
+            return value if -_INT64 <= value < _INT64 else str(value)
+        if value is None or cls is bool:
+            return value
+        if cls is float:
             return value if math.isfinite(value) else repr(value)
         if depth >= MAX_DEPTH:
             return "<max depth>"
+        if cls is dict:
+            return self._walk_map(value, depth)
+        if cls is list or cls is tuple:
+            return [self._walk(item, depth + 1) for item in value]
+        # Subclasses (str and int enums, say) as their plain values, then the rest.
+        if isinstance(value, str | int | float):
+            return self._walk(_plain(value), depth)
         if isinstance(value, Mapping):
-            out: dict[str, Any] = {}
-            for key, item in value.items():
-                name = key if isinstance(key, str) else safe_repr(key)
-                name = clean_text(name)
-                out[name] = REDACTED if self.is_secret(name) else self._walk(item, depth + 1)
-            return out
+            return self._walk_map(value, depth)
         if isinstance(value, list | tuple | set | frozenset):
             return [self._walk(item, depth + 1) for item in value]
         return safe_repr(value)
 
+    def _walk_map(self, value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        is_secret = self.is_secret
+        for key, item in value.items():
+            if key.__class__ is not str:
+                key = _plain(key) if isinstance(key, str) else safe_repr(key)
+            name = clean_text(key)
+            out[name] = REDACTED if is_secret(name) else self._walk(item, depth + 1)
+        return out
+
     def encode(self, args: Any, kwargs: Any) -> str:
         if not args and not kwargs:
             return EMPTY_PARAMS
-        doc = {"args": self._walk(list(args or ()), 1), "kwargs": self._walk(dict(kwargs or {}), 1)}
+        doc = {"args": self._walk(list(args or ()), 1), "kwargs": self._walk_map(kwargs or {}, 1)}
         text = orjson.dumps(doc).decode()
         if len(text) > self._max_bytes // 4 and len(text.encode("utf-8")) > self._max_bytes:
             preview = cap_text(text, self._max_bytes // 2)
