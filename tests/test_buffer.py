@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from exporter.middleware.buffer import RowBuffer
+from exporter.middleware.buffer import DROPPED_KEYS_KEPT, RowBuffer
 from exporter.middleware.rows import (
     COMPLETED_AT,
     CREATED_AT,
     STARTED_AT,
     STATUS,
     advance,
+    new_row,
 )
 
 
@@ -78,3 +79,19 @@ def test_a_failed_batch_goes_back_merged_with_newer_updates() -> None:
     assert merged[STARTED_AT] == 51.0
     assert merged[COMPLETED_AT] == 70.0
     assert merged[CREATED_AT] == 50.0
+
+
+def test_dropped_attempts_are_remembered_up_to_a_bound() -> None:
+    buf = RowBuffer(max_rows=1)
+    buf.admit("held", new_row("held", 1, "t", 0.0))
+    buf.admit("first", new_row("first", 1, "t", 0.0))
+    buf.admit("first", new_row("first", 1, "t", 0.0))  # its end: the same lost row
+    assert buf.dropped == 1
+    for i in range(DROPPED_KEYS_KEPT):
+        buf.admit(f"other-{i}", new_row(f"other-{i}", 1, "t", 0.0))
+    assert buf.dropped == 1 + DROPPED_KEYS_KEPT
+    # "first" was the oldest remembered and has been forgotten: it counts again.
+    buf.admit("first", new_row("first", 1, "t", 0.0))
+    assert buf.dropped == 2 + DROPPED_KEYS_KEPT
+    buf.admit(f"other-{DROPPED_KEYS_KEPT - 1}", new_row("x", 1, "t", 0.0))
+    assert buf.dropped == 2 + DROPPED_KEYS_KEPT
