@@ -141,7 +141,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database-url", default="postgresql+asyncpg://postgres@127.0.0.1/test")
     parser.add_argument("--tasks", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--naive-tasks", type=int, default=2_000)
     args = parser.parse_args()
     admin = args.database_url.replace("+asyncpg", "")
