@@ -11,8 +11,8 @@ Configured from the environment, as a production app would be:
   (``SimpleRetryMiddleware``) are always on, before the monitoring middleware.
 * ``E2E_TASK_NAMES``: how many task names the work is spread over (10).
 * ``E2E_STATS_DIR``: each worker process writes there, at shutdown, when it
-  finished each task and, now and then, its CPU time (the throughput benchmark
-  reads it).
+  finished each task and, now and then, its CPU time, and while it runs how many
+  tasks it has finished (the throughput benchmark reads both).
 
 ``python -m tests.integration.e2e_app send START STOP`` sends tasks START..STOP
 (see e2e_workload for what each one does).
@@ -136,10 +136,43 @@ TASKS = {
 }
 
 
-@broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
-async def _write_stats(_state: Any) -> None:
+# How many tasks this process has finished, in E2E_STATS_DIR/<pid>.progress every
+# PROGRESS_SECONDS: the throughput benchmark waits on it, for every configuration
+# alike (an empty queue says little: the workers prefetch it).
+PROGRESS_SECONDS = 0.02
+_progress: list[asyncio.Task[None]] = []
+
+
+def _write_progress(directory: str) -> None:
+    path = Path(directory, f"{os.getpid()}.progress")
+    staged = path.with_suffix(".tmp")
+    staged.write_text(str(len(_finished)))
+    staged.replace(path)
+
+
+async def _report_progress(directory: str) -> None:
+    written = -1
+    while True:
+        if len(_finished) != written:
+            written = len(_finished)
+            _write_progress(directory)
+        await asyncio.sleep(PROGRESS_SECONDS)
+
+
+@broker.on_event(TaskiqEvents.WORKER_STARTUP)
+async def _start_progress(_state: Any) -> None:
     directory = os.environ.get("E2E_STATS_DIR")
     if directory:
+        _progress.append(asyncio.create_task(_report_progress(directory)))
+
+
+@broker.on_event(TaskiqEvents.WORKER_SHUTDOWN)
+async def _write_stats(_state: Any) -> None:
+    for task in _progress:
+        task.cancel()
+    directory = os.environ.get("E2E_STATS_DIR")
+    if directory:
+        _write_progress(directory)
         stats = {"finished": _finished, "cpu": _cpu}
         Path(directory, f"{os.getpid()}.json").write_text(json.dumps(stats))
 
