@@ -91,8 +91,15 @@ async def measure(
                 task += setting.burst
         pg_cpu = await backend_cpu(pg)
     finally:
-        for group in groups.values():
-            await group.stop()
+        # Every group, even when one fails: no worker may outlive the run.
+        stopped = await asyncio.gather(
+            *(group.stop() for group in groups.values()), return_exceptions=True
+        )
+        for group, result in zip(groups.values(), stopped, strict=True):
+            if isinstance(result, BaseException):
+                print(f"stopping the {group.config} workers failed: {result!r}", file=sys.stderr)
+    for group in groups.values():
+        group.measure()
     try:
         store = await check_store(pg, groups["exporter"], pg_cpu)
     finally:

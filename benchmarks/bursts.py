@@ -192,11 +192,14 @@ class Group:
         return sum(int(f.read_text() or 0) for f in (self.dir / "stats").glob("*.progress"))
 
     async def stop(self) -> None:
-        """Stop the workers, then read their clocks into each burst."""
+        """Stop the workers (they write their clocks as they exit)."""
         if self.proc is not None and self.proc.returncode is None:
             self.proc.terminate()
             await asyncio.wait_for(self.proc.wait(), 120)
         self.log.close()
+
+    def measure(self) -> None:
+        """Read the stopped workers' clocks into each burst."""
         stats = [json.loads(f.read_text()) for f in (self.dir / "stats").glob("*.json")]
         for burst in self.bursts:
             _measure(burst, stats)
