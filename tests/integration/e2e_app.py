@@ -67,7 +67,11 @@ def _broker() -> AsyncBroker:
     from taskiq_redis import ListQueueBroker
 
     url = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-    return ListQueueBroker(url, queue_name=queue)
+    # redis-py 8 reads with a 5 s socket timeout by default: an idle worker's BRPOP
+    # ends in TimeoutError, the process dies and taskiq starts a new one
+    # (taskiq-python/taskiq-redis#127). A benchmark's idle group did exactly that
+    # between its bursts, so its workers met every task name anew in each burst.
+    return ListQueueBroker(url, queue_name=queue, socket_timeout=None)
 
 
 def _monitoring() -> list[TaskiqMiddleware]:
