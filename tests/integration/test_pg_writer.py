@@ -12,7 +12,7 @@ from exporter.middleware.rows import COMPLETED_AT, DURATION_MS, STATUS, new_row
 from exporter.store.engine import make_engine
 from exporter.store.models import TaskExecutionLog, TaskExecutionRollup
 from exporter.store.pg_admin import asyncpg_dsn
-from exporter.store.pg_writer import WRITE_AND_NOTIFY, encode_batch
+from exporter.store.pg_writer import WRITE_AND_NOTIFY, PostgresRowStore, encode_batch
 
 
 async def test_a_late_pending_row_racing_the_finished_one_is_counted_once(pg_store: str) -> None:
@@ -51,3 +51,39 @@ async def test_a_late_pending_row_racing_the_finished_one_is_counted_once(pg_sto
         await worker.close()
         await client.close()
         await engine.dispose()
+
+
+async def test_a_batch_that_finishes_nothing_skips_the_rollups(pg_store: str) -> None:
+    """A sender's PENDING batch cannot finish a row: the store sends it without the
+    rollups, whose statement-level triggers would otherwise fire, empty, per batch."""
+    dsn = asyncpg_dsn(pg_store)
+    admin = await asyncpg.connect(dsn)
+    database = await admin.fetchval("SELECT current_database()")
+    await admin.execute(f"ALTER DATABASE \"{database}\" SET track_functions = 'pl'")
+    store = PostgresRowStore(make_engine(pg_store))
+    try:
+        now = datetime.now(UTC)
+        await store.write(
+            [new_row(f"p{i}", 1, "skip:task", 1_700_000_000.0) for i in range(5)], now
+        )
+        finished = new_row("p0", 1, "skip:task", 1_700_000_000.0)
+        finished[STATUS] = "success"
+        await store.write([finished], now + timedelta(milliseconds=1))
+        await store.close()  # the session's function statistics are flushed as it ends
+        calls = None
+        for _ in range(100):
+            await admin.execute("SELECT pg_stat_clear_snapshot()")
+            calls = await admin.fetchval(
+                "SELECT calls FROM pg_stat_user_functions"
+                " WHERE funcname = 'task_execution_rollups_to_hourly'"
+            )
+            if calls:
+                break
+            await asyncio.sleep(0.05)
+        # The finished batch's upsert fires the INSERT and UPDATE triggers once each.
+        assert calls == 2
+        rolled_up = await admin.fetchval("SELECT sum(count) FROM task_execution_rollups_hourly")
+        assert rolled_up == 1
+    finally:
+        await store.close()
+        await admin.close()
