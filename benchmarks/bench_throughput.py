@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import statistics
 import sys
@@ -36,6 +37,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from benchmarks.bursts import MIDDLEWARE, Burst, Group, Setting, Store, backend_cpu, check_store
+from benchmarks.cores import PinningUnavailable, database_core
 from exporter.store.migrate import upgrade
 from exporter.store.pg_admin import asyncpg_dsn, drop_database, ensure_database
 
@@ -56,6 +58,7 @@ Results = dict[str, list[Burst]]
 def settings(burst: int, large_burst: int) -> list[Setting]:
     return [
         Setting("2 workers, 10 names, small args", burst=burst),
+        Setting("2 workers, database on own core", burst=burst, database_core=True),
         Setting("1 worker", workers=1, burst=burst),
         Setting("4 workers", workers=4, burst=burst),
         Setting("200 task names", names=200, burst=burst),
@@ -179,10 +182,18 @@ async def main() -> None:
     try:
         await upgrade(url)
         for setting in plan:
-            measured[setting.label] = await measure(
-                setting, rounds=args.rounds, senders=args.senders, database_url=url,
-                redis=redis, run=workdir,
-            )  # fmt: skip
+            async with contextlib.AsyncExitStack() as stack:
+                if setting.database_core:
+                    try:
+                        split = await stack.enter_async_context(database_core(url, redis))
+                    except PinningUnavailable as exc:
+                        print(f"skipped {setting.label!r}: {exc}", file=sys.stderr)
+                        continue
+                    print(split, file=sys.stderr)
+                measured[setting.label] = await measure(
+                    setting, rounds=args.rounds, senders=args.senders, database_url=url,
+                    redis=redis, run=workdir,
+                )  # fmt: skip
             print(f"[{time.monotonic() - started:4.0f}s] {setting.label}", file=sys.stderr)
     except BaseException:
         print(f"the processes' output is kept in {workdir}", file=sys.stderr)
@@ -199,7 +210,7 @@ async def main() -> None:
         f" best = best burst over bare's best; CPU ratio = bare's worker CPU per task over"
         f" this one's; {time.monotonic() - started:.0f} s in all"
     )
-    print(report(plan, measured))
+    print(report([s for s in plan if s.label in measured], measured))
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ class Setting:
     names: int = 10
     payload_bytes: int = 0
     burst: int = 5_000  # tasks per burst
+    database_core: bool = False  # PostgreSQL on a core of its own (benchmarks/cores.py)
 
 
 @dataclass
