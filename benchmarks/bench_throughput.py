@@ -14,7 +14,8 @@ costs is visible, drained from a pre-filled ``ListQueueBroker`` queue
   shutdown every attempt must have its terminal row and nothing may be dropped.
 
 For each setting (1, 2, 4 worker processes; 10 or 200 task names; 1 KB or 100 KB
-arguments) the configurations take turns, one burst each per round, in a
+arguments; 2 workers with PostgreSQL on a core of its own, as on its own host, see
+benchmarks/cores.py) the configurations take turns, one burst each per round, in a
 rotating order; each ratio is against the bare burst of the same round. The
 machine is shared: absolute rates drift, ratios measured side by side hold, and
 the CPU time per task (from the workers' own clocks) drifts least of all.
