@@ -5,8 +5,10 @@ Each writer batch NOTIFYs its ``updated_at`` stamp in the batch's transaction
 that arrived (indexed, on a connection it keeps) and turns them into events with
 :func:`exporter.events.events_from_row`, remembering per attempt how far it has
 reported: a task that started and finished within one batch still yields its
-``running`` event, and a row seen again yields nothing twice. It reconnects with
-backoff when the connection drops, then reports the rows changed meanwhile.
+``running`` event, and a row seen again yields nothing twice. While no client
+subscribes it reads nothing (a host's service mostly runs with nobody watching
+the live events): it only notes the newest stamp. It reconnects with backoff
+when the connection drops, then reports the rows changed meanwhile.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ class PgListener:
         self.connected = asyncio.Event()
         self.last_seen: datetime | None = None
         self.reported = ReportedAttempts()
+        self.rows_read = 0  # rows read for events since start (tests and debugging)
         # Batch stamps in arrival order; None: the LISTEN connection was lost.
         self._stamps: asyncio.Queue[datetime | None] = asyncio.Queue()
 
@@ -97,6 +100,7 @@ class PgListener:
 
     def _publish(self, rows: Iterable[AnyRow]) -> None:
         rows = list(rows)
+        self.rows_read += len(rows)
         if not rows:
             return
         newest: datetime = rows[-1].updated_at
@@ -107,6 +111,8 @@ class PgListener:
             self.hub.publish(events)
 
     async def _fill_gap(self, since: datetime) -> None:
+        if not self.hub.subscribers:
+            return  # nobody to tell (see _read)
         rows = [
             row
             async for row in changed_rows(
@@ -127,6 +133,13 @@ class PgListener:
             if stamp is None:
                 raise ConnectionError("the LISTEN connection was lost")
             stamps.add(stamp)
+        if not self.hub.subscribers:
+            # Nobody to tell: skip the read. A client that subscribes later gets
+            # these rows from its ``since`` replay, which reads the store.
+            newest = max(stamps)
+            if self.last_seen is None or newest > self.last_seen:
+                self.last_seen = newest
+            return
         async with reader.begin():  # no transaction stays open between batches
             rows = await rows_at(reader, stamps=sorted(stamps))
         self._publish(rows)

@@ -18,7 +18,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from exporter.events import EventHub, TaskEvent
+from exporter.middleware.rows import STATUS, new_row
+from exporter.store.engine import make_engine
 from exporter.store.pg_admin import asyncpg_dsn
+from exporter.store.pg_writer import PostgresRowStore
 from tests.support import insert_logs, log_row, running_service, serving
 
 pytestmark = pytest.mark.integration
@@ -171,3 +174,37 @@ async def test_listener_survives_a_dropped_connection(pg_store: str) -> None:
         while listener.connected.is_set() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await asyncio.wait_for(listener.connected.wait(), 20)
+
+
+async def test_the_listener_reads_nothing_while_nobody_subscribes(
+    pg_store: str, unused_port: Callable[[], int]
+) -> None:
+    store = PostgresRowStore(make_engine(pg_store))
+
+    async def write(task_id: str) -> datetime:
+        row = new_row(task_id, 1, "app:quiet", 1_700_000_000.0)
+        row[STATUS] = "success"
+        stamp = datetime.now(UTC)
+        await store.write([row], stamp)
+        return stamp
+
+    try:
+        async with running_service(pg_store) as (app, _client), serving(app, unused_port()) as host:
+            # uvicorn ran the lifespan again: its listener and hub are the live ones.
+            listener = app.state.listener
+            await asyncio.wait_for(listener.connected.wait(), 10)
+            unseen = await write("unseen-1")
+            deadline = time.monotonic() + 10
+            while listener.last_seen != unseen and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert listener.last_seen == unseen  # the notification arrived ...
+            assert listener.rows_read == 0  # ... and nothing was read for it
+            async with connect(f"ws://{host}{PATH}") as ws:
+                while app.state.exporter.hub.subscribers < 1:
+                    await asyncio.sleep(0.01)
+                await write("seen-1")
+                message = await recv(ws, timeout=10)
+            assert message["data"]["task_id"] == "seen-1"
+            assert listener.rows_read == 1
+    finally:
+        await store.close()
