@@ -16,9 +16,9 @@ from __future__ import annotations
 
 # One statement-level trigger per operation, reading the statement's transition
 # tables: one set-based upsert per writer statement. A row-level trigger ran one
-# plpgsql call per (minute, task, status) of the batch: ~20 us each, 1.5-2 us of the
-# server's CPU per logged row at the workers' batch sizes, and one call per row of a
-# batch whose rows all have different task names.
+# plpgsql call per (minute, task, status) of the batch: with many task names nearly
+# one per row. benchmarks/bench_store.py: 12-23 us less of the server's CPU per
+# finished row with 200 interleaved names, 0.5-1.5 us with a few names per batch.
 _PG_HOUR = "date_trunc('hour', bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
 _PG_NEW = "SELECT bucket_start, task_name, status, count, duration_ms_sum FROM new_rows"
 _PG_OLD = (
