@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import statistics
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 
+from benchmarks.bursts import cpu_seconds
 from benchmarks.options import add_server_url
 from exporter.middleware.rows import LogRow
 from exporter.store.engine import make_engine
@@ -82,18 +81,16 @@ def finished(t: Task, i: int) -> LogRow:
             TRACEBACK if failed else None, "worker-1", 4242, t.sent]  # fmt: skip
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def write_all(store: PostgresRowStore, rows: list[LogRow], batch: int) -> float:
     """The server's CPU seconds for writing ``rows`` in batches of ``batch``."""
     pid = await store.server_pid()
     before = cpu_seconds(pid)
     for lo in range(0, len(rows), batch):
         await store.write(rows[lo : lo + batch], datetime.now(UTC))
-    return cpu_seconds(pid) - before
+    after = cpu_seconds(pid)
+    if before is None or after is None:
+        raise RuntimeError(f"cannot read the CPU time of PostgreSQL process {pid} from /proc")
+    return after - before
 
 
 async def one_round(url: str, tasks: list[Task], batch: int) -> tuple[float, float]:

@@ -87,7 +87,7 @@ def _spawn(args: list[str], env: dict[str, str], out: IO[bytes]) -> Any:
     )
 
 
-def _cpu_seconds(pid: int) -> float | None:
+def cpu_seconds(pid: int) -> float | None:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -238,7 +238,7 @@ async def backend_cpu(pg: asyncpg.Connection) -> float | None:
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
         " AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
     )
-    seconds = [s for s in (_cpu_seconds(int(r["pid"])) for r in pids) if s is not None]
+    seconds = [s for s in (cpu_seconds(int(r["pid"])) for r in pids) if s is not None]
     return sum(seconds) if seconds else None
 
 

@@ -20,6 +20,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from exporter.store.pg_admin import asyncpg_dsn
+from tests.integration.processes import child_pids
 
 
 class PinningUnavailable(RuntimeError):
@@ -33,15 +34,6 @@ def _command(pid: int) -> str:
         return ""
 
 
-def _children(parent: int) -> list[int]:
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
-                pids.append(int(stat.parent.name))
-    return pids
-
-
 async def _postgres_pids(database_url: str) -> list[int]:
     try:
         pg = await asyncpg.connect(asyncpg_dsn(database_url))
@@ -52,7 +44,7 @@ async def _postgres_pids(database_url: str) -> list[int]:
         postmaster = int((Path(data_directory) / "postmaster.pid").read_text().split()[0])
     except (asyncpg.PostgresError, OSError, ValueError) as exc:
         raise PinningUnavailable(f"cannot find the PostgreSQL server's processes: {exc}") from exc
-    return [postmaster, *_children(postmaster)]
+    return [postmaster, *child_pids(postmaster)]
 
 
 def _pin(pids: list[int], cores: set[int]) -> dict[int, set[int]]:
@@ -97,4 +89,4 @@ async def database_core(database_url: str, redis: Redis) -> AsyncIterator[str]:
         # Sessions opened meanwhile inherited the database's core: give them back
         # the server's own affinity.
         if postgres[0] in before:
-            _restore({pid: before[postgres[0]] for pid in _children(postgres[0])})
+            _restore({pid: before[postgres[0]] for pid in child_pids(postgres[0])})

@@ -98,14 +98,16 @@ class PgListener:
     def _on_lost(self, _conn: Any) -> None:
         self._stamps.put_nowait(None)
 
+    def _seen(self, newest: datetime) -> None:
+        if self.last_seen is None or newest > self.last_seen:
+            self.last_seen = newest
+
     def _publish(self, rows: Iterable[AnyRow]) -> None:
         rows = list(rows)
         self.rows_read += len(rows)
         if not rows:
             return
-        newest: datetime = rows[-1].updated_at
-        if self.last_seen is None or newest > self.last_seen:
-            self.last_seen = newest
+        self._seen(rows[-1].updated_at)
         events = self.reported.events(rows)
         if events:
             self.hub.publish(events)
@@ -136,9 +138,7 @@ class PgListener:
         if not self.hub.subscribers:
             # Nobody to tell: skip the read. A client that subscribes later gets
             # these rows from its ``since`` replay, which reads the store.
-            newest = max(stamps)
-            if self.last_seen is None or newest > self.last_seen:
-                self.last_seen = newest
+            self._seen(max(stamps))
             return
         async with reader.begin():  # no transaction stays open between batches
             rows = await rows_at(reader, stamps=sorted(stamps))

@@ -71,14 +71,6 @@ PG_TRIGGERS = (
     ),
     _PG_TRIGGER.format(op="del", event="DELETE", tables="OLD TABLE AS old_rows"),
 )
-PG_DROP = (
-    *(
-        f"DROP TRIGGER IF EXISTS task_execution_rollups_hourly_{op} ON task_execution_rollups"
-        for op in ("ins", "upd", "del")
-    ),
-    "DROP FUNCTION IF EXISTS task_execution_rollups_to_hourly()",
-)
-
 # SQLite stores UTCDateTime as 'YYYY-MM-DD HH:MM:SS.ffffff' text.
 _SQLITE_HOUR = "substr({row}.bucket_start, 1, 13) || ':00:00.000000'"
 _SQLITE_ADD = f"""
@@ -109,10 +101,6 @@ SQLITE_TRIGGERS = (
     "CREATE TRIGGER task_execution_rollups_hourly_del AFTER DELETE ON task_execution_rollups "
     f"BEGIN {_SQLITE_SUB} {_SQLITE_PRUNE} END",
 )
-SQLITE_DROP = tuple(
-    f"DROP TRIGGER IF EXISTS task_execution_rollups_hourly_{op}" for op in ("ins", "upd", "del")
-)
-
 BACKFILL_PG = """
 INSERT INTO task_execution_rollups_hourly (bucket_start, task_name, status, count, duration_ms_sum)
 SELECT date_trunc('hour', bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', task_name, status,
