@@ -95,3 +95,28 @@ def test_dropped_attempts_are_remembered_up_to_a_bound() -> None:
     assert buf.dropped == 2 + DROPPED_KEYS_KEPT
     buf.admit(f"other-{DROPPED_KEYS_KEPT - 1}", new_row("x", 1, "t", 0.0))
     assert buf.dropped == 2 + DROPPED_KEYS_KEPT
+
+
+async def test_the_hooks_count_rows_in_flight_against_the_bound() -> None:
+    """The hooks test the bound inline (no call): rows the writer holds count too."""
+    from taskiq import TaskiqMessage, TaskiqResult
+
+    from exporter import MonitoringMiddleware
+
+    mw = MonitoringMiddleware(database_url="sqlite+aiosqlite:///unused.sqlite3", max_buffer_rows=2)
+
+    def message(task_id: str) -> TaskiqMessage:
+        return TaskiqMessage(task_id=task_id, task_name="n", labels={}, args=[], kwargs={})
+
+    ok = TaskiqResult(is_err=False, return_value=None, execution_time=0.0)
+    for task_id in ("a", "b"):
+        await mw.pre_execute(message(task_id))
+    batch = mw.runtime.buffer.take(10)  # the writer holds both
+    late = message("c")
+    await mw.pre_execute(late)
+    await mw.post_execute(late, ok)
+    assert mw.runtime.buffer.rows == {}
+    assert mw.runtime.buffer.dropped == 1  # one attempt lost, counted once
+    mw.runtime.buffer.settle(batch, written=True)
+    await mw.pre_execute(message("d"))
+    assert list(mw.runtime.buffer.rows) == ["d"]

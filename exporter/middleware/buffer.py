@@ -25,7 +25,10 @@ class RowBuffer:
     def __init__(self, max_rows: int) -> None:
         self.max_rows = max_rows
         self.rows: dict[BufferKey, LogRow] = {}
-        self.in_flight = 0
+        # How many rows ``rows`` may hold now: max_rows less those in flight. The
+        # hooks test ``len(rows) < room`` inline, without a call.
+        self.room = max_rows
+        self._in_flight = 0
         self.dropped = 0
         # Attempts already counted as dropped: the send, start and end of one
         # attempt are one lost row, not three. Bounded; the oldest are forgotten
@@ -33,13 +36,23 @@ class RowBuffer:
         # deleted one, which made each drop during an outage cost microseconds).
         self._dropped_keys: OrderedDict[BufferKey, None] = OrderedDict()
 
+    @property
+    def in_flight(self) -> int:
+        """Rows handed to the writer and not settled yet."""
+        return self._in_flight
+
+    @in_flight.setter
+    def in_flight(self, value: int) -> None:
+        self._in_flight = value
+        self.room = self.max_rows - value
+
     def __len__(self) -> int:
         return len(self.rows) + self.in_flight
 
     def admit(self, key: BufferKey, row: LogRow) -> bool:
         """Hold a new row for this attempt if there is room; count it dropped if not.
         (The hooks look in ``rows`` first: an attempt already held is updated there.)"""
-        if len(self.rows) + self.in_flight >= self.max_rows:
+        if len(self.rows) >= self.room:
             self._count_drop(key)
             return False
         self.rows[key] = row

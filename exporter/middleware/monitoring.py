@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from bisect import bisect_left
 from time import perf_counter, time, time_ns
 from typing import Any
 
@@ -138,11 +139,16 @@ class MonitoringMiddleware(TaskiqMiddleware):
             if not self._record_pending:
                 return
             labels = fields["labels"]
-            sent = sent_at(labels.get(SENT_AT_LABEL)) or time()
             task_id = fields["task_id"]
-            attempt, key = attempt_key(task_id, labels.get(RETRIES_LABEL))
+            retries = labels.get(RETRIES_LABEL)
+            if retries is None:  # a first attempt: its key is the task id
+                attempt, key = 1, task_id
+            else:
+                attempt, key = attempt_key(task_id, retries)
             row = self._rows.get(key)
             if row is None:
+                sent = labels.get(SENT_AT_LABEL)
+                sent = sent * 1e-6 if sent.__class__ is int else (sent_at(sent) or time())
                 self._buffer.admit(key, [task_id, attempt, name, PENDING,
                                          self._encode_params(fields), sent, None, None,
                                          None, None, None, None, None, None, sent])  # fmt: skip
@@ -150,7 +156,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             # The worker ran it already (an in-place broker) or the writer has not
             # taken the row yet: fill in what only the sender knows.
             if row[QUEUED_AT] is None:
-                row[QUEUED_AT] = sent
+                row[QUEUED_AT] = sent_at(labels.get(SENT_AT_LABEL)) or time()
             if row[PARAMS] is None:
                 row[PARAMS] = self._encode_params(fields)
         except Exception:
@@ -165,29 +171,41 @@ class MonitoringMiddleware(TaskiqMiddleware):
             labels = fields["labels"]
             task_id = fields["task_id"]
             name = fields["task_name"]
-            attempt, key = attempt_key(task_id, labels.get(RETRIES_LABEL))
+            retries = labels.get(RETRIES_LABEL)
+            if retries is None:  # a first attempt: its key is the task id
+                attempt, key = 1, task_id
+            else:
+                attempt, key = attempt_key(task_id, retries)
             tally = self._tallies.get(name) or self._tally(name)
             tally.started += 1
             tally.in_progress += 1
-            sent = sent_at(labels.get(SENT_AT_LABEL))
+            sent = labels.get(SENT_AT_LABEL)
+            sent = sent * 1e-6 if sent.__class__ is int else sent_at(sent)
             if sent is None:
                 created, wait_ms, params_stored = now, None, False
             else:
                 if sent <= now:
                     created = sent
-                    tally.queue_wait.observe(now - sent)
+                    wait = now - sent
+                    hist = tally.queue_wait  # HistogramTally.observe, inlined
+                    hist.counts[bisect_left(hist.bounds, wait)] += 1
+                    hist.total += wait
                 else:  # the sender's clock is ahead: no wait to measure
                     created = now
                 wait_ms = (now - created) * 1000.0
                 # The sender wrote the params with its PENDING row.
                 params_stored = NO_PARAMS_LABEL not in labels
             self._active[id(message)] = (task_id, key, attempt, perf_counter(), created, tally)
-            row = self._rows.get(key)
+            rows = self._rows
+            row = rows.get(key)
             if row is None:
                 params = None if params_stored else self._encode_params(fields)
-                self._buffer.admit(key, [task_id, attempt, name, RUNNING, params, sent, now,
-                                         None, None, wait_ms, None, None, self._host,
-                                         self._pid, created])  # fmt: skip
+                row = [task_id, attempt, name, RUNNING, params, sent, now, None, None, wait_ms,
+                       None, None, self._host, self._pid, created]  # fmt: skip
+                if len(rows) < self._buffer.room:  # RowBuffer.admit, inlined
+                    rows[key] = row
+                else:
+                    self._buffer.admit(key, row)
                 return message
             if created < row[CREATED_AT]:
                 row[CREATED_AT] = created
@@ -224,16 +242,17 @@ class MonitoringMiddleware(TaskiqMiddleware):
         end = perf_counter()
         try:
             now = time()
-            task_id = message.__dict__["task_id"]  # see _fields
+            fields = message.__dict__  # see _fields
+            task_id = fields["task_id"]
             state = self._active.pop(id(message), None)
             if state is not None and state[0] == task_id:
                 key, attempt, tally = state[1], state[2], state[5]
                 duration, created = end - state[3], state[4]
                 tally.in_progress -= 1
             else:  # pre_execute did not see it (it failed, or another middleware's did)
-                name = message.task_name
+                name = fields["task_name"]
                 tally = self._tallies.get(name) or self._tally(name)
-                attempt, key = attempt_key(task_id, message.labels.get(RETRIES_LABEL))
+                attempt, key = attempt_key(task_id, fields["labels"].get(RETRIES_LABEL))
                 duration, created = float(result.execution_time), now
             error = self._errors.pop(id(message), None) if self._errors else None
             if error is None and result.is_err and not isinstance(result.error, NoResultError):
@@ -241,21 +260,23 @@ class MonitoringMiddleware(TaskiqMiddleware):
             if error is None:
                 status = SUCCESS
                 tally.success += 1
-                tally.duration_success.observe(duration)
+                hist = tally.duration_success  # HistogramTally.observe, inlined
                 error_text = traceback_text = None
             else:
                 status = FAILED
                 tally.failed += 1
-                tally.duration_failed.observe(duration)
+                hist = tally.duration_failed
                 error_text, traceback_text = error[0], error[1] or None
                 # Retry middlewares replace the error with NoResultError on the
                 # attempt they re-kick (taskiq's SimpleRetry and SmartRetry).
                 if isinstance(result.error, NoResultError):
                     tally.retries += 1
+            hist.counts[bisect_left(hist.bounds, duration)] += 1
+            hist.total += duration
             row = self._rows.get(key)
             if row is None:
                 # New, or the writer took the RUNNING row already: the store merges.
-                self._buffer.admit(key, [task_id, attempt, message.task_name, status, None,
+                self._buffer.admit(key, [task_id, attempt, fields["task_name"], status, None,
                                          None, None, now, duration * 1000.0, None,
                                          error_text, traceback_text, self._host, self._pid,
                                          created])  # fmt: skip

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import orjson
@@ -41,6 +42,7 @@ def _field(i: int, col: str) -> str:
 
 
 _COLS = ", ".join(COLUMNS)
+_status = itemgetter(STATUS)
 _FIELDS = ", ".join(f"{_field(i, c)} AS {c}" for i, c in enumerate(COLUMNS))
 
 # One statement, sent on its own (autocommit: its implicit transaction is the
@@ -128,7 +130,7 @@ class PostgresRowStore:
 
     async def write(self, rows: Sequence[LogRow], now: datetime) -> list[TaskEvent]:
         batch = encode_batch(rows)
-        finishes = any(row[STATUS] in TERMINAL for row in rows)
+        finishes = not TERMINAL.isdisjoint(map(_status, rows))  # C loops, no generator
         statement = self.statement if finishes else self.pending_statement
         driver = self._driver or await self._connect()
         try:
