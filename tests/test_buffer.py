@@ -110,13 +110,19 @@ async def test_the_hooks_count_rows_in_flight_against_the_bound() -> None:
 
     ok = TaskiqResult(is_err=False, return_value=None, execution_time=0.0)
     for task_id in ("a", "b"):
-        await mw.pre_execute(message(task_id))
+        done = message(task_id)
+        await mw.pre_execute(done)
+        await mw.post_execute(done, ok)
     batch = mw.runtime.buffer.take(10)  # the writer holds both
+    assert len(batch) == 2
     late = message("c")
     await mw.pre_execute(late)
     await mw.post_execute(late, ok)
     assert mw.runtime.buffer.rows == {}
     assert mw.runtime.buffer.dropped == 1  # one attempt lost, counted once
     mw.runtime.buffer.settle(batch, written=True)
-    await mw.pre_execute(message("d"))
+    running = message("d")
+    await mw.pre_execute(running)
+    mw.start_rows()  # what the writer does before a flush
     assert list(mw.runtime.buffer.rows) == ["d"]
+    assert mw.runtime.buffer.rows["d"][STATUS] == "running"

@@ -13,7 +13,6 @@ from taskiq import TaskiqMessage, TaskiqMiddleware, TaskiqResult
 from taskiq.exceptions import NoResultError
 
 from exporter.events import EventHub
-from exporter.metrics.aggregator import TaskTally
 from exporter.middleware.labels import (
     NO_PARAMS_LABEL,
     RETRIES_LABEL,
@@ -39,7 +38,6 @@ from exporter.middleware.rows import (
     TERMINAL,
     WORKER_HOST,
     WORKER_PID,
-    BufferKey,
 )
 from exporter.middleware.runtime import Runtime
 from exporter.middleware.sanitize import EMPTY_PARAMS, describe_exception, safe_str
@@ -47,9 +45,16 @@ from exporter.settings import ExporterSettings
 
 logger = logging.getLogger(__name__)
 
-# What pre_execute leaves for post_execute, by id(message): task_id, buffer key,
-# attempt, perf_counter at start, created_at, the task name's tally.
-_Started = tuple[str, BufferKey, int, float, float, TaskTally]
+# What pre_execute leaves for post_execute, by id(message), as a list (the hot
+# paths index it with literals, in this order): task_id, buffer key, attempt,
+# perf_counter at start, created_at, the task name's tally, task name, queued_at,
+# started_at, queue_wait_ms, params (None: the sender stores them), and whether
+# the RUNNING state is in the buffer yet. The RUNNING row is built lazily: a task
+# that ends before the writer's next flush is one row built once at
+# post_execute; one still running then gets its RUNNING row from the writer.
+_Started = list[Any]
+(_TASK_ID, _KEY, _ATTEMPT, _T0, _CREATED, _TALLY, _NAME, _SENT, _STARTED, _WAIT_MS, _PARAMS,
+ _BUFFERED) = range(12)  # fmt: skip
 
 
 class MonitoringMiddleware(TaskiqMiddleware):
@@ -84,6 +89,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             settings = settings.model_copy(update=options)
         self.settings = settings
         self.runtime = Runtime(settings, hub=hub)
+        self.runtime.before_flush = self.start_rows
         self.registry = self.runtime.registry
         self._buffer = self.runtime.buffer
         self._tally = self.runtime.aggregator.task
@@ -195,33 +201,44 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 wait_ms = (now - created) * 1000.0
                 # The sender wrote the params with its PENDING row.
                 params_stored = NO_PARAMS_LABEL not in labels
-            self._active[id(message)] = (task_id, key, attempt, perf_counter(), created, tally)
-            rows = self._rows
-            row = rows.get(key)
-            if row is None:
-                params = None if params_stored else self._encode_params(fields)
-                row = [task_id, attempt, name, RUNNING, params, sent, now, None, None, wait_ms,
-                       None, None, self._host, self._pid, created]  # fmt: skip
-                if len(rows) < self._buffer.room:  # RowBuffer.admit, inlined
-                    rows[key] = row
-                else:
-                    self._buffer.admit(key, row)
-                return message
-            if created < row[CREATED_AT]:
-                row[CREATED_AT] = created
-            row[STARTED_AT] = now
-            if sent is not None:
-                row[QUEUED_AT] = sent
-                row[QUEUE_WAIT_MS] = wait_ms
-            row[WORKER_HOST] = self._host
-            row[WORKER_PID] = self._pid
-            if row[PARAMS] is None and not params_stored:
-                row[PARAMS] = self._encode_params(fields)
-            if row[STATUS] == PENDING:
-                row[STATUS] = RUNNING
+            params = None if params_stored else self._encode_params(fields)
+            self._active[id(message)] = [task_id, key, attempt, perf_counter(), created, tally,
+                                         name, sent, now, wait_ms, params, False]  # fmt: skip
         except Exception:
             logger.exception("taskiq-exporter: pre_execute failed (the task runs anyway)")
         return message
+
+    def start_rows(self) -> None:
+        """Give every attempt still running its RUNNING row (the writer calls this
+        before each flush, so a running task shows in the log, and a worker killed
+        mid-task leaves a row for the reaper)."""
+        for state in self._active.values():
+            if not state[_BUFFERED]:
+                self._buffer_start(state)
+
+    def _buffer_start(self, state: _Started) -> None:
+        """Put an attempt's RUNNING state in the buffer: a new row, or merged into the
+        row held for it (a PENDING row from a sender in this process)."""
+        state[_BUFFERED] = True
+        key, created, sent, started = state[_KEY], state[_CREATED], state[_SENT], state[_STARTED]
+        row = self._rows.get(key)
+        if row is None:
+            self._buffer.admit(key, [state[_TASK_ID], state[_ATTEMPT], state[_NAME], RUNNING,
+                                     state[_PARAMS], sent, started, None, None, state[_WAIT_MS],
+                                     None, None, self._host, self._pid, created])  # fmt: skip
+            return
+        if created < row[CREATED_AT]:
+            row[CREATED_AT] = created
+        row[STARTED_AT] = started
+        if sent is not None:
+            row[QUEUED_AT] = sent
+            row[QUEUE_WAIT_MS] = state[_WAIT_MS]
+        row[WORKER_HOST] = self._host
+        row[WORKER_PID] = self._pid
+        if row[PARAMS] is None:
+            row[PARAMS] = state[_PARAMS]
+        if row[STATUS] == PENDING:
+            row[STATUS] = RUNNING
 
     async def on_error(
         self, message: TaskiqMessage, result: TaskiqResult[Any], exception: BaseException
@@ -250,6 +267,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 duration, created = end - state[3], state[4]
                 tally.in_progress -= 1
             else:  # pre_execute did not see it (it failed, or another middleware's did)
+                state = None
                 name = fields["task_name"]
                 tally = self._tallies.get(name) or self._tally(name)
                 attempt, key = attempt_key(task_id, fields["labels"].get(RETRIES_LABEL))
@@ -273,9 +291,22 @@ class MonitoringMiddleware(TaskiqMiddleware):
                     tally.retries += 1
             hist.counts[bisect_left(hist.bounds, duration)] += 1
             hist.total += duration
-            row = self._rows.get(key)
+            rows = self._rows
+            row = rows.get(key)
+            if state is not None and not state[11]:  # its RUNNING state is not buffered
+                if row is None:
+                    # Started and finished between two flushes: its one row, built once.
+                    row = [task_id, attempt, state[6], status, state[10], state[7], state[8],
+                           now, duration * 1000.0, state[9], error_text, traceback_text,
+                           self._host, self._pid, created]  # fmt: skip
+                    if len(rows) < self._buffer.room:  # RowBuffer.admit, inlined
+                        rows[key] = row
+                    else:
+                        self._buffer.admit(key, row)
+                    return
+                self._buffer_start(state)  # merged into the row held for it
             if row is None:
-                # New, or the writer took the RUNNING row already: the store merges.
+                # The writer took the RUNNING row already: the store merges.
                 self._buffer.admit(key, [task_id, attempt, fields["task_name"], status, None,
                                          None, None, now, duration * 1000.0, None,
                                          error_text, traceback_text, self._host, self._pid,

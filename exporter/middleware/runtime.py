@@ -7,6 +7,7 @@ import fcntl
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client.registry import CollectorRegistry
@@ -49,6 +50,8 @@ class Runtime:
             secret_keys=settings.secret_keys, max_bytes=settings.max_params_bytes
         )
         self.writer: BackgroundWriter | None = None
+        # Set by the middleware: buffers what its hooks leave for the writer's flush.
+        self.before_flush: Callable[[], None] | None = None
         self._last_reap = 0.0
 
     async def start(self) -> None:
@@ -75,6 +78,7 @@ class Runtime:
             backoff_initial=s.retry_backoff_initial_seconds,
             backoff_max=s.retry_backoff_max_seconds,
             on_tick=self._tick,
+            before_flush=self.before_flush,
         )
         self.writer.start()
 

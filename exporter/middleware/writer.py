@@ -49,6 +49,7 @@ class BackgroundWriter:
         backoff_initial: float,
         backoff_max: float,
         on_tick: Callable[[], None] | None = None,
+        before_flush: Callable[[], None] | None = None,
     ) -> None:
         self.buffer = buffer
         self.store = store
@@ -60,6 +61,9 @@ class BackgroundWriter:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.on_tick = on_tick
+        # Called before each flush: the hooks buffer what they left for later (the
+        # RUNNING rows of attempts still running).
+        self.before_flush = before_flush
         self.failures = 0
         self._dropped_reported = 0
         self._task: asyncio.Task[None] | None = None
@@ -84,6 +88,7 @@ class BackgroundWriter:
                 if self._stopping:
                     break
             if time.monotonic() >= next_flush:
+                self._collect()
                 if self.buffer.rows:
                     if await self.flush_once():
                         backoff = self.backoff_initial
@@ -95,6 +100,13 @@ class BackgroundWriter:
             if time.monotonic() >= next_metrics:
                 next_metrics = time.monotonic() + self.metrics_interval
                 self.apply_metrics()
+
+    def _collect(self) -> None:
+        if self.before_flush is not None:
+            try:
+                self.before_flush()
+            except Exception:
+                logger.exception("taskiq-exporter: buffering the running attempts failed")
 
     def apply_metrics(self) -> None:
         try:
@@ -183,6 +195,7 @@ class BackgroundWriter:
                 # On timeout wait_for cancels it; its batch goes back to the buffer.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._task, timeout=drain_seconds)
+            self._collect()
             backoff = self.backoff_initial
             while self.buffer.rows and (left := deadline - time.monotonic()) > 0:
                 try:
