@@ -9,8 +9,8 @@ PostgreSQL store) under ``valgrind --tool=callgrind``, which counts the
 instructions the Python process executes: the same count on every run, whatever
 else the machine does. Each configuration runs twice, with ``--small`` and
 ``--large`` tasks; the difference over the difference in tasks is the count per
-task, without the start-up (imports, connecting). Two configurations run at a
-time, one per core.
+task, without the start-up (imports, connecting). A configuration's two runs go
+side by side, one per core.
 
 What it does not count: the database server's work (another process), the
 kernel's, and time lost to caches and other tenants, which is why the wall-clock

@@ -126,3 +126,28 @@ async def test_the_hooks_count_rows_in_flight_against_the_bound() -> None:
     mw.start_rows()  # what the writer does before a flush
     assert list(mw.runtime.buffer.rows) == ["d"]
     assert mw.runtime.buffer.rows["d"][STATUS] == "running"
+
+
+async def test_a_running_attempt_merges_into_the_pending_row_its_sender_holds() -> None:
+    """Sender and worker in one process (a broker that does not run in place): the
+    writer's start_rows() turns the held PENDING row into the RUNNING one."""
+    from taskiq import TaskiqMessage
+
+    from exporter import MonitoringMiddleware
+    from exporter.middleware.rows import PARAMS, QUEUED_AT, WORKER_PID
+
+    mw = MonitoringMiddleware(database_url="sqlite+aiosqlite:///unused.sqlite3")
+    msg = TaskiqMessage(task_id="p", task_name="n", labels={}, args=[7], kwargs={})
+    await mw.pre_send(msg)
+    await mw.post_send(msg)
+    (held,) = mw.runtime.buffer.rows.values()
+    assert held[STATUS] == "pending"
+    await mw.pre_execute(msg)
+    mw.start_rows()
+    assert list(mw.runtime.buffer.rows.values()) == [held]  # the same row, merged
+    assert held[STATUS] == "running"
+    assert held[STARTED_AT] is not None
+    assert held[WORKER_PID] is not None
+    assert held[QUEUED_AT] <= held[STARTED_AT]
+    assert held[CREATED_AT] == held[QUEUED_AT]
+    assert held[PARAMS] == '{"args":[7],"kwargs":{}}'

@@ -22,22 +22,18 @@ from exporter.middleware.labels import (
 )
 from exporter.middleware.rows import (
     COMPLETED_AT,
-    CREATED_AT,
     DURATION_MS,
     ERROR_MESSAGE,
     ERROR_TRACEBACK,
     FAILED,
     PARAMS,
     PENDING,
-    QUEUE_WAIT_MS,
     QUEUED_AT,
     RUNNING,
-    STARTED_AT,
     STATUS,
     SUCCESS,
     TERMINAL,
-    WORKER_HOST,
-    WORKER_PID,
+    absorb,
 )
 from exporter.middleware.runtime import Runtime
 from exporter.middleware.sanitize import EMPTY_PARAMS, describe_exception, safe_str
@@ -88,8 +84,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
         elif options:
             settings = settings.model_copy(update=options)
         self.settings = settings
-        self.runtime = Runtime(settings, hub=hub)
-        self.runtime.before_flush = self.start_rows
+        self.runtime = Runtime(settings, hub=hub, before_flush=self.start_rows)
         self.registry = self.runtime.registry
         self._buffer = self.runtime.buffer
         self._tally = self.runtime.aggregator.task
@@ -217,28 +212,18 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 self._buffer_start(state)
 
     def _buffer_start(self, state: _Started) -> None:
-        """Put an attempt's RUNNING state in the buffer: a new row, or merged into the
-        row held for it (a PENDING row from a sender in this process)."""
+        """Put an attempt's RUNNING row in the buffer, merged into the row held for it
+        if there is one (a PENDING row from a sender in this process)."""
         state[_BUFFERED] = True
-        key, created, sent, started = state[_KEY], state[_CREATED], state[_SENT], state[_STARTED]
+        key = state[_KEY]
+        running = [state[_TASK_ID], state[_ATTEMPT], state[_NAME], RUNNING, state[_PARAMS],
+                   state[_SENT], state[_STARTED], None, None, state[_WAIT_MS], None, None,
+                   self._host, self._pid, state[_CREATED]]  # fmt: skip
         row = self._rows.get(key)
         if row is None:
-            self._buffer.admit(key, [state[_TASK_ID], state[_ATTEMPT], state[_NAME], RUNNING,
-                                     state[_PARAMS], sent, started, None, None, state[_WAIT_MS],
-                                     None, None, self._host, self._pid, created])  # fmt: skip
-            return
-        if created < row[CREATED_AT]:
-            row[CREATED_AT] = created
-        row[STARTED_AT] = started
-        if sent is not None:
-            row[QUEUED_AT] = sent
-            row[QUEUE_WAIT_MS] = state[_WAIT_MS]
-        row[WORKER_HOST] = self._host
-        row[WORKER_PID] = self._pid
-        if row[PARAMS] is None:
-            row[PARAMS] = state[_PARAMS]
-        if row[STATUS] == PENDING:
-            row[STATUS] = RUNNING
+            self._buffer.admit(key, running)
+        else:
+            absorb(row, running)
 
     async def on_error(
         self, message: TaskiqMessage, result: TaskiqResult[Any], exception: BaseException

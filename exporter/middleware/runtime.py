@@ -31,9 +31,17 @@ REAP_EVERY_SECONDS = 15.0
 
 
 class Runtime:
-    def __init__(self, settings: ExporterSettings, *, hub: EventHub | None = None) -> None:
+    def __init__(
+        self,
+        settings: ExporterSettings,
+        *,
+        hub: EventHub | None = None,
+        before_flush: Callable[[], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.hub = hub
+        # The middleware's: buffers what its hooks leave for the writer's flush.
+        self.before_flush = before_flush
         self.multiproc_dir = configured_dir(settings.multiproc_dir)
         if self.multiproc_dir:
             # Before any of our metrics exist: their values must go to the files.
@@ -50,8 +58,6 @@ class Runtime:
             secret_keys=settings.secret_keys, max_bytes=settings.max_params_bytes
         )
         self.writer: BackgroundWriter | None = None
-        # Set by the middleware: buffers what its hooks leave for the writer's flush.
-        self.before_flush: Callable[[], None] | None = None
         self._last_reap = 0.0
 
     async def start(self) -> None:
