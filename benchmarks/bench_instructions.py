@@ -75,7 +75,9 @@ async def count(config: str, tasks: int, url: str, out_dir: Path) -> int:
             config,
             str(tasks),
             url,
-            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": multiproc},
+            # A fixed hash seed: how many probes a dict lookup takes depends on it,
+            # and so would the count, from one run to the next.
+            env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": multiproc, "PYTHONHASHSEED": "0"},
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )

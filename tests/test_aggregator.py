@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
 from exporter.metrics.aggregator import Aggregator
@@ -34,12 +35,17 @@ def test_every_series_of_a_task_exists_at_zero_from_first_sight() -> None:
     assert registry.get_sample_value("taskiq_task_queue_wait_seconds_count", labels) == 0
 
 
-def test_bulk_histogram_equals_observe_one_by_one() -> None:
+@pytest.mark.parametrize("way", ["observe", "pending"])
+def test_bulk_histogram_equals_observe_one_by_one(way: str) -> None:
+    """Tallied one by one, or appended raw by the hooks and bucketed at apply()."""
     values = [0.0, 0.004, 0.005, 0.0051, 0.3, 2.5, 7.0, 599.0, 601.0, 10_000.0]
     registry, agg = make()
     tally = agg.task("app:t")
     for v in values:
-        tally.duration["success"].observe(v)
+        if way == "observe":
+            tally.duration["success"].observe(v)
+        else:
+            tally.ok_durations.append(v)
     agg.apply()
     reference_registry = CollectorRegistry()
     reference = Histogram("ref", "", buckets=DEFAULT_DURATION_BUCKETS, registry=reference_registry)

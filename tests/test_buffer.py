@@ -123,14 +123,14 @@ async def test_the_hooks_count_rows_in_flight_against_the_bound() -> None:
     mw.runtime.buffer.settle(batch, written=True)
     running = message("d")
     await mw.pre_execute(running)
-    mw.start_rows()  # what the writer does before a flush
+    mw.before_flush()  # what the writer does before a flush
     assert list(mw.runtime.buffer.rows) == ["d"]
     assert mw.runtime.buffer.rows["d"][STATUS] == "running"
 
 
 async def test_a_running_attempt_merges_into_the_pending_row_its_sender_holds() -> None:
     """Sender and worker in one process (a broker that does not run in place): the
-    writer's start_rows() turns the held PENDING row into the RUNNING one."""
+    writer's before_flush() turns the held PENDING row into the RUNNING one."""
     from taskiq import TaskiqMessage
 
     from exporter import MonitoringMiddleware
@@ -143,7 +143,7 @@ async def test_a_running_attempt_merges_into_the_pending_row_its_sender_holds() 
     (held,) = mw.runtime.buffer.rows.values()
     assert held[STATUS] == "pending"
     await mw.pre_execute(msg)
-    mw.start_rows()
+    mw.before_flush()
     assert list(mw.runtime.buffer.rows.values()) == [held]  # the same row, merged
     assert held[STATUS] == "running"
     assert held[STARTED_AT] is not None
@@ -151,3 +151,60 @@ async def test_a_running_attempt_merges_into_the_pending_row_its_sender_holds() 
     assert held[QUEUED_AT] <= held[STARTED_AT]
     assert held[CREATED_AT] == held[QUEUED_AT]
     assert held[PARAMS] == '{"args":[7],"kwargs":{}}'
+
+
+async def test_observations_wait_for_the_tallies_but_stay_bounded_while_rows_are_refused() -> None:
+    """The hooks append durations and queue waits to lists that the writer's
+    apply buckets; with no writer and a full buffer, each refused row folds them."""
+    from taskiq import TaskiqMessage, TaskiqResult
+
+    from exporter import MonitoringMiddleware
+    from exporter.middleware.labels import SENT_AT_LABEL
+
+    mw = MonitoringMiddleware(database_url="sqlite+aiosqlite:///unused.sqlite3", max_buffer_rows=3)
+    ok = TaskiqResult(is_err=False, return_value=None, execution_time=0.0)
+    for i in range(10):
+        msg = TaskiqMessage(
+            task_id=f"t{i}", task_name="n", labels={SENT_AT_LABEL: 1}, args=[], kwargs={}
+        )
+        await mw.pre_execute(msg)
+        await mw.post_execute(msg, ok)
+    tally = mw.runtime.aggregator.tasks["n"]
+    assert len(tally.ok_durations) <= 3
+    assert len(tally.waits) <= 3
+    assert mw.runtime.buffer.dropped == 7
+    mw.runtime.aggregator.apply()
+    assert tally.ok_durations == []
+    assert tally.waits == []
+    labels = {"task_name": "n"}
+    ok_labels = {**labels, "status": "success"}
+    assert mw.registry.get_sample_value("taskiq_task_duration_seconds_count", ok_labels) == 10
+    assert mw.registry.get_sample_value("taskiq_task_queue_wait_seconds_count", labels) == 10
+    # Sent at the epoch's first microsecond: every wait is in the +Inf bucket only.
+    inf = {**labels, "le": "+Inf"}
+    assert mw.registry.get_sample_value("taskiq_task_queue_wait_seconds_bucket", inf) == 10
+    assert mw.registry.get_sample_value("taskiq_task_queue_wait_seconds_sum", labels) > 1e9
+
+
+async def test_the_in_progress_gauge_counts_the_attempts_running_when_applied() -> None:
+    from taskiq import TaskiqMessage, TaskiqResult
+
+    from exporter import MonitoringMiddleware
+
+    mw = MonitoringMiddleware(database_url="sqlite+aiosqlite:///unused.sqlite3")
+    msgs = [
+        TaskiqMessage(task_id=f"r{i}", task_name=name, labels={}, args=[], kwargs={})
+        for i, name in enumerate(("a", "a", "b"))
+    ]
+    for msg in msgs:
+        await mw.pre_execute(msg)
+
+    def in_progress(name: str) -> float | None:
+        mw.runtime.aggregator.apply()
+        return mw.registry.get_sample_value("taskiq_tasks_in_progress", {"task_name": name})
+
+    assert (in_progress("a"), in_progress("b")) == (2, 1)
+    ok = TaskiqResult(is_err=False, return_value=None, execution_time=0.0)
+    await mw.post_execute(msgs[0], ok)
+    await mw.post_execute(msgs[2], ok)
+    assert (in_progress("a"), in_progress("b")) == (1, 0)

@@ -4,11 +4,17 @@ Every prometheus_client call costs a lock and, in multiprocess mode, an mmap
 write: paid per task, it was most of a middleware's overhead. The hooks count
 into plain Python objects instead and the writer's loop applies the deltas
 about once a second (and at shutdown), so a scrape is at most that stale.
+Histogram observations go further: the hooks append the raw value to a list
+and the buckets are found in bulk when the tallies are applied (a bisect over
+the bounds on the task's path cost ~0.7 us a task inside a busy worker, ten
+times what the same loop costs over a batch).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from exporter.metrics.instruments import Instruments
@@ -16,19 +22,33 @@ from exporter.middleware.sanitize import clean_text
 
 
 class HistogramTally:
-    __slots__ = ("bounds", "counts", "total")
+    __slots__ = ("bounds", "counts", "pending", "total")
 
     def __init__(self, bounds: tuple[float, ...]) -> None:
         self.bounds = (*bounds, float("inf"))
         self.counts = [0] * len(self.bounds)
         self.total = 0.0
+        # Observations not bucketed yet: the hooks append to this list.
+        self.pending: list[float] = []
 
     def observe(self, value: float) -> None:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 
+    def fold(self) -> None:
+        """Bucket the pending observations."""
+        pending = self.pending
+        if not pending:
+            return
+        counts, bounds = self.counts, self.bounds
+        for value in pending:
+            counts[bisect_left(bounds, value)] += 1
+        self.total += sum(pending)
+        pending.clear()  # the same list: the hooks reach it through the tally
+
     def apply(self, child: Any) -> None:
         """Add the tallied observations to a prometheus_client histogram child."""
+        self.fold()
         if not any(self.counts):
             return
         # Histogram children keep one value per bucket (non-cumulative) and a sum;
@@ -50,13 +70,16 @@ class TaskTally:
         "duration_failed",
         "duration_success",
         "failed",
+        "failed_durations",
         "in_progress",
         "in_progress_applied",
+        "ok_durations",
         "queue_wait",
         "retries",
         "sent",
         "started",
         "success",
+        "waits",
     )
 
     def __init__(self, inst: Instruments, task_name: str) -> None:
@@ -65,6 +88,10 @@ class TaskTally:
         self.duration_success = HistogramTally(inst.duration_bounds)
         self.duration_failed = HistogramTally(inst.duration_bounds)
         self.queue_wait = HistogramTally(inst.queue_wait_bounds)
+        # The histograms' pending lists, one attribute away from the hooks.
+        self.ok_durations = self.duration_success.pending
+        self.failed_durations = self.duration_failed.pending
+        self.waits = self.queue_wait.pending
         # Creating the children now makes every series exist at 0 from first sight.
         self.children = (
             inst.sent.labels(task_name),
@@ -83,6 +110,11 @@ class TaskTally:
     def duration(self) -> dict[str, HistogramTally]:
         """The duration tallies by status."""
         return {"success": self.duration_success, "failed": self.duration_failed}
+
+    def fold(self) -> None:
+        self.duration_success.fold()
+        self.duration_failed.fold()
+        self.queue_wait.fold()
 
     def apply(self) -> None:
         sent, started, ok, failed, retries, in_progress, dur_ok, dur_failed, wait = self.children
@@ -111,6 +143,10 @@ class Aggregator:
     def __init__(self, instruments: Instruments) -> None:
         self.instruments = instruments
         self.tasks: dict[str, TaskTally] = {}
+        # The tallies of the attempts running now, one per attempt: when set,
+        # apply() counts the in-progress gauge from it (the middleware's hooks
+        # then need not keep a count on the task's path).
+        self.running: Callable[[], Iterable[TaskTally]] | None = None
 
     def task(self, task_name: str) -> TaskTally:
         tally = self.tasks.get(task_name)
@@ -119,6 +155,16 @@ class Aggregator:
             tally = self.tasks[task_name] = TaskTally(self.instruments, clean_text(task_name))
         return tally
 
+    def fold(self) -> None:
+        """Bucket every pending histogram observation (no Prometheus call): bounds
+        the pending lists when apply() is late."""
+        for tally in self.tasks.values():
+            tally.fold()
+
     def apply(self) -> None:
+        if self.running is not None:
+            counts = Counter(self.running())
+            for tally in self.tasks.values():
+                tally.in_progress = counts.get(tally, 0)
         for tally in self.tasks.values():
             tally.apply()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from bisect import bisect_left
 from time import perf_counter, time, time_ns
 from typing import Any
 
@@ -29,6 +28,7 @@ from exporter.middleware.rows import (
     PARAMS,
     PENDING,
     QUEUED_AT,
+    ROW_WIDTH,
     RUNNING,
     STATUS,
     SUCCESS,
@@ -41,16 +41,16 @@ from exporter.settings import ExporterSettings
 
 logger = logging.getLogger(__name__)
 
-# What pre_execute leaves for post_execute, by id(message), as a list (the hot
-# paths index it with literals, in this order): task_id, buffer key, attempt,
-# perf_counter at start, created_at, the task name's tally, task name, queued_at,
-# started_at, queue_wait_ms, params (None: the sender stores them), and whether
-# the RUNNING state is in the buffer yet. The RUNNING row is built lazily: a task
-# that ends before the writer's next flush is one row built once at
-# post_execute; one still running then gets its RUNNING row from the writer.
+# What pre_execute leaves for post_execute, by id(message): the attempt's row as
+# it will be stored (a list in COLUMNS order, RUNNING for now), then, past
+# ROW_WIDTH, the perf_counter at start, the task name's tally, the buffer key and
+# whether the RUNNING row is in the buffer yet. The RUNNING row is buffered
+# lazily: a task that ends before the writer's next flush becomes one row, this
+# very list, trimmed and finished in place by post_execute; one still running
+# then gets a copy of its row buffered by the writer (before_flush). The hot
+# paths index it with literals (15 to 18).
 _Started = list[Any]
-(_TASK_ID, _KEY, _ATTEMPT, _T0, _CREATED, _TALLY, _NAME, _SENT, _STARTED, _WAIT_MS, _PARAMS,
- _BUFFERED) = range(12)  # fmt: skip
+_T0, _TALLY, _KEY, _BUFFERED = range(ROW_WIDTH, ROW_WIDTH + 4)
 
 
 class MonitoringMiddleware(TaskiqMiddleware):
@@ -84,7 +84,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
         elif options:
             settings = settings.model_copy(update=options)
         self.settings = settings
-        self.runtime = Runtime(settings, hub=hub, before_flush=self.start_rows)
+        self.runtime = Runtime(settings, hub=hub, before_flush=self.before_flush)
+        self.runtime.aggregator.running = self._running_tallies
         self.registry = self.runtime.registry
         self._buffer = self.runtime.buffer
         self._tally = self.runtime.aggregator.task
@@ -98,10 +99,15 @@ class MonitoringMiddleware(TaskiqMiddleware):
         self._errors: dict[int, tuple[str, str]] = {}
         self._host = socket.gethostname()
         self._pid = os.getpid()
+        # Wall-clock time is perf_counter() plus this offset: one clock call per hook
+        # instead of two. Read again before every flush, so a stepped wall clock
+        # shows within one flush interval.
+        self._wall_offset = time() - perf_counter()
 
     async def startup(self) -> None:
         """Open the store and start the background writer."""
         self._pid = os.getpid()
+        self._wall_offset = time() - perf_counter()
         await self.runtime.start()
 
     async def shutdown(self) -> None:
@@ -167,7 +173,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
 
     async def pre_execute(self, message: TaskiqMessage) -> TaskiqMessage:
         try:
-            now = time()
+            t0 = perf_counter()
+            now = t0 + self._wall_offset
             fields = message.__dict__  # see _fields
             labels = fields["labels"]
             task_id = fields["task_id"]
@@ -178,8 +185,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             else:
                 attempt, key = attempt_key(task_id, retries)
             tally = self._tallies.get(name) or self._tally(name)
-            tally.started += 1
-            tally.in_progress += 1
+            tally.started += 1  # in progress: counted from _active when applied
             sent = labels.get(SENT_AT_LABEL)
             sent = sent * 1e-6 if sent.__class__ is int else sent_at(sent)
             if sent is None:
@@ -188,37 +194,40 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 if sent <= now:
                     created = sent
                     wait = now - sent
-                    hist = tally.queue_wait  # HistogramTally.observe, inlined
-                    hist.counts[bisect_left(hist.bounds, wait)] += 1
-                    hist.total += wait
+                    tally.waits.append(wait)  # bucketed when the tallies are applied
+                    wait_ms = wait * 1000.0
                 else:  # the sender's clock is ahead: no wait to measure
-                    created = now
-                wait_ms = (now - created) * 1000.0
+                    created, wait_ms = now, 0.0
                 # The sender wrote the params with its PENDING row.
                 params_stored = NO_PARAMS_LABEL not in labels
             params = None if params_stored else self._encode_params(fields)
-            self._active[id(message)] = [task_id, key, attempt, perf_counter(), created, tally,
-                                         name, sent, now, wait_ms, params, False]  # fmt: skip
+            self._active[id(message)] = [task_id, attempt, name, RUNNING, params, sent, now,
+                                         None, None, wait_ms, None, None, self._host, self._pid,
+                                         created, t0, tally, key, False]  # fmt: skip
         except Exception:
             logger.exception("taskiq-exporter: pre_execute failed (the task runs anyway)")
         return message
 
-    def start_rows(self) -> None:
-        """Give every attempt still running its RUNNING row (the writer calls this
-        before each flush, so a running task shows in the log, and a worker killed
-        mid-task leaves a row for the reaper)."""
+    def before_flush(self) -> None:
+        """The writer calls this before each flush: it reads the wall clock's offset
+        again, and gives every attempt still running its RUNNING row (so a running
+        task shows in the log, and a worker killed mid-task leaves a row for the
+        reaper)."""
+        self._wall_offset = time() - perf_counter()
         for state in self._active.values():
             if not state[_BUFFERED]:
                 self._buffer_start(state)
 
+    def _running_tallies(self) -> list[Any]:
+        """One tally per attempt running now (the in-progress gauge)."""
+        return [state[_TALLY] for state in self._active.values()]
+
     def _buffer_start(self, state: _Started) -> None:
-        """Put an attempt's RUNNING row in the buffer, merged into the row held for it
-        if there is one (a PENDING row from a sender in this process)."""
+        """Put a copy of an attempt's RUNNING row in the buffer, merged into the row
+        held for it if there is one (a PENDING row from a sender in this process)."""
         state[_BUFFERED] = True
         key = state[_KEY]
-        running = [state[_TASK_ID], state[_ATTEMPT], state[_NAME], RUNNING, state[_PARAMS],
-                   state[_SENT], state[_STARTED], None, None, state[_WAIT_MS], None, None,
-                   self._host, self._pid, state[_CREATED]]  # fmt: skip
+        running = state[:ROW_WIDTH]
         row = self._rows.get(key)
         if row is None:
             self._buffer.admit(key, running)
@@ -243,59 +252,69 @@ class MonitoringMiddleware(TaskiqMiddleware):
     async def post_execute(self, message: TaskiqMessage, result: TaskiqResult[Any]) -> None:
         end = perf_counter()
         try:
-            now = time()
+            now = end + self._wall_offset
             fields = message.__dict__  # see _fields
             task_id = fields["task_id"]
             state = self._active.pop(id(message), None)
             if state is not None and state[0] == task_id:
-                key, attempt, tally = state[1], state[2], state[5]
-                duration, created = end - state[3], state[4]
-                tally.in_progress -= 1
+                tally = state[16]
+                duration = end - state[15]
             else:  # pre_execute did not see it (it failed, or another middleware's did)
                 state = None
                 name = fields["task_name"]
                 tally = self._tallies.get(name) or self._tally(name)
-                attempt, key = attempt_key(task_id, fields["labels"].get(RETRIES_LABEL))
-                duration, created = float(result.execution_time), now
+                duration = float(result.execution_time)
             error = self._errors.pop(id(message), None) if self._errors else None
             if error is None and result.is_err and not isinstance(result.error, NoResultError):
                 error = (safe_str(result.error)[: self.settings.max_error_message_bytes], "")
+            # Durations are bucketed when the tallies are applied.
             if error is None:
                 status = SUCCESS
                 tally.success += 1
-                hist = tally.duration_success  # HistogramTally.observe, inlined
+                tally.ok_durations.append(duration)
                 error_text = traceback_text = None
             else:
                 status = FAILED
                 tally.failed += 1
-                hist = tally.duration_failed
+                tally.failed_durations.append(duration)
                 error_text, traceback_text = error[0], error[1] or None
                 # Retry middlewares replace the error with NoResultError on the
                 # attempt they re-kick (taskiq's SimpleRetry and SmartRetry).
                 if isinstance(result.error, NoResultError):
                     tally.retries += 1
-            hist.counts[bisect_left(hist.bounds, duration)] += 1
-            hist.total += duration
             rows = self._rows
-            row = rows.get(key)
-            if state is not None and not state[11]:  # its RUNNING state is not buffered
-                if row is None:
-                    # Started and finished between two flushes: its one row, built once.
-                    row = [task_id, attempt, state[6], status, state[10], state[7], state[8],
-                           now, duration * 1000.0, state[9], error_text, traceback_text,
-                           self._host, self._pid, created]  # fmt: skip
-                    if len(rows) < self._buffer.room:  # RowBuffer.admit, inlined
-                        rows[key] = row
-                    else:
-                        self._buffer.admit(key, row)
-                    return
-                self._buffer_start(state)  # merged into the row held for it
+            if state is None:
+                attempt, key = attempt_key(task_id, fields["labels"].get(RETRIES_LABEL))
+                created = now
+                row = rows.get(key)
+            else:
+                key = state[17]
+                row = rows.get(key)
+                if not state[18]:  # its RUNNING row is not buffered
+                    if row is None:
+                        # Started and finished between two flushes: its one row is
+                        # the state itself, finished in place.
+                        del state[15:]
+                        state[3] = status
+                        state[7] = now
+                        state[8] = duration * 1000.0
+                        if error is not None:
+                            state[10] = error_text
+                            state[11] = traceback_text
+                        if len(rows) < self._buffer.room:  # RowBuffer.admit, inlined
+                            rows[key] = state
+                        elif not self._buffer.admit(key, state):
+                            tally.fold()  # nothing applies the tallies meanwhile
+                        return
+                    self._buffer_start(state)  # merged into the row held for it
+                attempt, name, created = state[1], state[2], state[14]
             if row is None:
                 # The writer took the RUNNING row already: the store merges.
-                self._buffer.admit(key, [task_id, attempt, fields["task_name"], status, None,
-                                         None, None, now, duration * 1000.0, None,
-                                         error_text, traceback_text, self._host, self._pid,
-                                         created])  # fmt: skip
+                if not self._buffer.admit(key, [task_id, attempt, name, status, None, None,
+                                                None, now, duration * 1000.0, None, error_text,
+                                                traceback_text, self._host, self._pid,
+                                                created]):  # fmt: skip
+                    tally.fold()
                 return
             row[COMPLETED_AT] = now
             row[DURATION_MS] = duration * 1000.0

@@ -53,6 +53,7 @@ COLUMNS = (
     WORKER_PID,
     CREATED_AT,
 ) = range(len(COLUMNS))
+ROW_WIDTH = len(COLUMNS)
 # Fields merged with "the newer value wins when it has one".
 _MERGED = range(PARAMS, CREATED_AT)
 
