@@ -115,12 +115,13 @@ class MonitoringMiddleware(TaskiqMiddleware):
         await self.runtime.stop()
 
     # The hooks run on every task. They only touch memory and are written for
-    # speed: locals, one list literal per new row, no helper call on the common
-    # path (each cut here was measured, see benchmarks/bench_middleware.py).
+    # speed: locals, one list literal per attempt, no helper call on the common
+    # path (each cut here was measured, see the README's benchmarks section).
     # They are coroutines on purpose: taskiq's maybe_awaitable() checks a plain
     # return value against the Awaitable ABC, which costs more than awaiting.
-    # _fields: pydantic keeps a model's field values in its __dict__; reading
-    # them there skips BaseModel.__getattr__'s slow path (3x a plain attribute).
+    # _fields: pydantic keeps a model's field values in its __dict__; the hooks
+    # read them there (with pydantic 2 and CPython 3.11, as fast as attributes:
+    # 170 against 180 ns for three fields).
 
     def _encode_params(self, fields: dict[str, Any]) -> str:
         args, kwargs = fields["args"], fields["kwargs"]
