@@ -12,7 +12,7 @@ times what the same loop costs over a batch).
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -32,8 +32,8 @@ class HistogramTally:
         self.pending: list[float] = []
 
     def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
+        """One observation (the hooks append to ``pending`` directly)."""
+        self.pending.append(value)
 
     def fold(self) -> None:
         """Bucket the pending observations: sorted once, then one bisect per bound
@@ -159,12 +159,6 @@ class Aggregator:
             # A name that is not valid UTF-8 would break every scrape: clean it once.
             tally = self.tasks[task_name] = TaskTally(self.instruments, clean_text(task_name))
         return tally
-
-    def fold(self) -> None:
-        """Bucket every pending histogram observation (no Prometheus call): bounds
-        the pending lists when apply() is late."""
-        for tally in self.tasks.values():
-            tally.fold()
 
     def apply(self) -> None:
         if self.running is not None:
