@@ -208,3 +208,27 @@ async def test_the_in_progress_gauge_counts_the_attempts_running_when_applied() 
     await mw.post_execute(msgs[0], ok)
     await mw.post_execute(msgs[2], ok)
     assert (in_progress("a"), in_progress("b")) == (1, 0)
+
+
+async def test_a_worker_leaves_params_to_the_sender_unless_there_are_none() -> None:
+    """A message stamped by a sender with this middleware: its PENDING row carries the
+    params, so the worker's row does not encode them again; a task without
+    arguments still gets whole rows from the worker alone (if the sender's row is
+    lost, or its process has no store)."""
+    from taskiq import TaskiqMessage, TaskiqResult
+
+    from exporter import MonitoringMiddleware
+    from exporter.middleware.labels import SENT_AT_LABEL
+    from exporter.middleware.rows import PARAMS
+
+    mw = MonitoringMiddleware(database_url="sqlite+aiosqlite:///unused.sqlite3")
+    ok = TaskiqResult(is_err=False, return_value=None, execution_time=0.0)
+    for task_id, args in (("no-args", []), ("args", [7])):
+        msg = TaskiqMessage(
+            task_id=task_id, task_name="n", labels={SENT_AT_LABEL: 1}, args=args, kwargs={}
+        )
+        await mw.pre_execute(msg)
+        await mw.post_execute(msg, ok)
+    rows = mw.runtime.buffer.rows
+    assert rows["no-args"][PARAMS] == '{"args":[],"kwargs":{}}'
+    assert rows["args"][PARAMS] is None

@@ -201,7 +201,12 @@ class MonitoringMiddleware(TaskiqMiddleware):
                     created, wait_ms = now, 0.0
                 # The sender wrote the params with its PENDING row.
                 params_stored = NO_PARAMS_LABEL not in labels
-            params = None if params_stored else self._encode_params(fields)
+            if not params_stored:
+                params = self._encode_params(fields)
+            elif fields["args"] or fields["kwargs"]:
+                params = None  # encoded once, by the sender
+            else:  # nothing to encode: the row is whole without the sender's
+                params = EMPTY_PARAMS
             self._active[id(message)] = [task_id, attempt, name, RUNNING, params, sent, now,
                                          None, None, wait_ms, None, None, self._host, self._pid,
                                          created, t0, tally, key, False]  # fmt: skip
