@@ -187,7 +187,10 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 attempt, key = attempt_key(task_id, retries)
             tally = self._tallies.get(name) or self._tally(name)
             tally.started += 1  # in progress: counted from _active when applied
-            sent = labels.get(SENT_AT_LABEL)
+            # The sender's labels are taken off: the task, the other middlewares and
+            # the stored result see the labels as they were sent, and every copy
+            # taskiq makes of them from here on is cheaper.
+            sent = labels.pop(SENT_AT_LABEL, None)
             sent = sent * 1e-6 if sent.__class__ is int else sent_at(sent)
             if sent is None:
                 created, wait_ms, params_stored = now, None, False
@@ -200,7 +203,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 else:  # the sender's clock is ahead: no wait to measure
                     created, wait_ms = now, 0.0
                 # The sender wrote the params with its PENDING row.
-                params_stored = NO_PARAMS_LABEL not in labels
+                params_stored = labels.pop(NO_PARAMS_LABEL, None) is None
             if not params_stored:
                 params = self._encode_params(fields)
             elif fields["args"] or fields["kwargs"]:

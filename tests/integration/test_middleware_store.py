@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select
-from taskiq import InMemoryBroker
+from taskiq import Context, InMemoryBroker, TaskiqDepends
 from taskiq.middlewares import SimpleRetryMiddleware
 
 from exporter import MonitoringMiddleware
@@ -15,6 +15,7 @@ from exporter.store.engine import make_engine
 from exporter.store.models import TaskExecutionLog, TaskExecutionRollup
 
 FAST = {"flush_interval_seconds": 0.02, "metrics_flush_interval_seconds": 0.05}
+CONTEXT: Any = TaskiqDepends()  # the running task's context, taskiq's dependency
 
 
 async def rows(url: str) -> list[TaskExecutionLog]:
@@ -208,3 +209,28 @@ async def test_a_task_within_one_flush_window_is_one_insert_and_no_update(pg_sto
         await conn.close()
     assert (ins, upd) == (50, 0)
     assert len(await rows(pg_store)) == 50
+
+
+async def test_the_task_and_its_result_see_the_labels_as_sent(sqlite_store: str) -> None:
+    """The send time (and the sender's no-params mark) travel in labels of the
+    exporter's own; the worker takes them off once read, so the task's context, the
+    middlewares after it and the stored result see only the labels the task was sent
+    with, and the queue wait is still measured."""
+    mw = MonitoringMiddleware(database_url=sqlite_store, record_pending=False, **FAST)
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(mw)
+
+    @broker.task(task_name="t:labels", priority=3)
+    async def seen(context: Context = CONTEXT) -> dict[str, Any]:
+        return dict(context.message.labels)
+
+    await broker.startup()
+    sent = await seen.kiq()
+    result = await sent.wait_result(timeout=5)
+    await broker.shutdown()
+
+    assert result.return_value == {"priority": 3}
+    assert result.labels == {"priority": 3}
+    assert sample(mw, "taskiq_task_queue_wait_seconds_count", task_name="t:labels") == 1
+    (row,) = await rows(sqlite_store)
+    assert row.queue_wait_ms is not None
+    assert row.params == {"args": [], "kwargs": {}}
