@@ -31,7 +31,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable
 from time import time_ns
 from typing import Any
@@ -43,10 +42,9 @@ from taskiq import TaskiqMiddleware
 
 from benchmarks.bench_middleware import run, truncate
 from benchmarks.options import add_server_url
+from benchmarks.scratch import rotation, scratch_database
 from exporter import MonitoringMiddleware
 from exporter.middleware.labels import SENT_AT_LABEL
-from exporter.store.migrate import upgrade
-from exporter.store.pg_admin import drop_database, ensure_database
 
 HELD_ROWS = 1_000
 
@@ -121,10 +119,7 @@ async def main() -> None:
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
-    url = f"{args.server_url.rsplit('/', 1)[0]}/texp_bench_breakdown_{uuid.uuid4().hex[:8]}"
-    await ensure_database(url)
-    try:
-        await upgrade(url)
+    async with scratch_database(args.server_url, "breakdown") as url:
         configs: dict[str, Callable[[], list[TaskiqMiddleware]]] = {
             "bare taskiq": lambda: [],
             "four empty hooks": lambda: [EmptyHooks()],
@@ -137,10 +132,8 @@ async def main() -> None:
         rates: dict[str, list[float]] = {name: [] for name in configs}
         collections: dict[str, list[GcRuns]] = {name: [] for name in configs}
         await run(2_000, [])  # warm up imports and the loop
-        order = list(configs)
         for round_no in range(args.rounds):
-            shift = round_no % len(order)
-            for name in order[shift:] + order[:shift]:
+            for name in rotation(list(configs), round_no):
                 await truncate(url.replace("+asyncpg", ""))  # each round's rows only
                 middlewares = configs[name]()
                 counter = GcRuns()
@@ -151,8 +144,6 @@ async def main() -> None:
                     gc.callbacks.remove(counter)
                 rates[name].append(rate)
                 collections[name].append(counter)
-    finally:
-        await drop_database(url)
     print(
         f"{args.tasks} no-op tasks x {args.rounds} rounds, InMemoryBroker, PostgreSQL store,"
         f" PROMETHEUS_MULTIPROC_DIR set (python {sys.version.split()[0]})"

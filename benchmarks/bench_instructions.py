@@ -33,8 +33,7 @@ import uuid
 from pathlib import Path
 
 from benchmarks.options import add_server_url
-from exporter.store.migrate import upgrade
-from exporter.store.pg_admin import drop_database, ensure_database
+from benchmarks.scratch import scratch_database
 
 CONFIGS = ("bare taskiq", "taskiq PrometheusMiddleware", "MonitoringMiddleware")
 # ~50x slower under callgrind: 2.5 s stands for bench_middleware's 50 ms flushes.
@@ -103,10 +102,7 @@ async def main() -> None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install -y valgrind)")
     if args.large <= args.small:
         raise SystemExit("--large must be more than --small")
-    url = f"{args.server_url.rsplit('/', 1)[0]}/texp_bench_instr_{uuid.uuid4().hex[:8]}"
-    await ensure_database(url)
-    try:
-        await upgrade(url)
+    async with scratch_database(args.server_url, "instr") as url:
         per_task: dict[str, float] = {}
         with tempfile.TemporaryDirectory(prefix="texp-callgrind-") as out_dir:
             for config in CONFIGS:
@@ -115,8 +111,6 @@ async def main() -> None:
                     count(config, args.large, url, Path(out_dir)),
                 )
                 per_task[config] = (large - small) / (args.large - args.small)
-    finally:
-        await drop_database(url)
     bare = per_task["bare taskiq"]
     print(
         f"instructions per no-op task, ({args.large} - {args.small} tasks) under callgrind,"

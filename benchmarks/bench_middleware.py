@@ -33,6 +33,7 @@ import asyncpg
 from taskiq import InMemoryBroker, TaskiqMiddleware
 from taskiq.middlewares.prometheus_middleware import PrometheusMiddleware
 
+from benchmarks.scratch import rotation
 from exporter import MonitoringMiddleware
 from exporter.store import migrate
 
@@ -170,10 +171,9 @@ async def main() -> None:
         drained: dict[str, list[float]] = {name: [] for name in configs}
         lost = 0
         await run(2_000, [])  # warm up imports and the loop
-        order = list(configs)
         for round_no in range(args.rounds):
             # Rotate the order: no configuration always runs after the slow one.
-            for name in order[round_no % len(order) :] + order[: round_no % len(order)]:
+            for name in rotation(list(configs), round_no):
                 await truncate(dsn)
                 rate, rate_drained = await run(sizes[name], configs[name]())
                 rates[name].append(rate)

@@ -25,7 +25,6 @@ import os
 import statistics
 import sys
 import tempfile
-import uuid
 from collections.abc import Callable
 from time import time_ns
 
@@ -36,10 +35,9 @@ from taskiq import BrokerMessage, TaskiqFormatter, TaskiqMessage, TaskiqMiddlewa
 
 from benchmarks.bench_middleware import run, truncate
 from benchmarks.options import add_server_url
+from benchmarks.scratch import rotation, scratch_database
 from exporter import MonitoringMiddleware
 from exporter.middleware.labels import SENT_AT_LABEL
-from exporter.store.migrate import upgrade
-from exporter.store.pg_admin import drop_database, ensure_database
 
 TRUNCATE_EVERY = 5  # rounds
 
@@ -91,10 +89,7 @@ async def main() -> None:
     args = parser.parse_args()
     if args.rounds < 2:
         raise SystemExit("--rounds must be at least 2 (quartiles)")
-    url = f"{args.server_url.rsplit('/', 1)[0]}/texp_bench_variants_{uuid.uuid4().hex[:8]}"
-    await ensure_database(url)
-    try:
-        await upgrade(url)
+    async with scratch_database(args.server_url, "variants") as url:
         configs: dict[str, Callable[[], list[TaskiqMiddleware]]] = {
             "bare taskiq": lambda: [],
             "MonitoringMiddleware": lambda: [MonitoringMiddleware(database_url=url)],
@@ -103,16 +98,12 @@ async def main() -> None:
             configs[name] = lambda factory=factory: [factory(url)]  # type: ignore[misc]
         rates: dict[str, list[float]] = {name: [] for name in configs}
         await run(2_000, [])  # warm up imports and the loop
-        order = list(configs)
         for round_no in range(args.rounds):
-            shift = round_no % len(order)
-            for name in order[shift:] + order[:shift]:
+            for name in rotation(list(configs), round_no):
                 rate, _ = await run(args.tasks, configs[name]())
                 rates[name].append(rate)
             if round_no % TRUNCATE_EVERY == TRUNCATE_EVERY - 1:
                 await truncate(url.replace("+asyncpg", ""))
-    finally:
-        await drop_database(url)
     bare, ours = rates["bare taskiq"], rates["MonitoringMiddleware"]
     print(
         f"{args.tasks} no-op tasks a block x {args.rounds} rounds, InMemoryBroker, PostgreSQL"
