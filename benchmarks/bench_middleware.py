@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 import tracemalloc
-import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -33,9 +32,8 @@ import asyncpg
 from taskiq import InMemoryBroker, TaskiqMiddleware
 from taskiq.middlewares.prometheus_middleware import PrometheusMiddleware
 
-from benchmarks.scratch import rotation
+from benchmarks.scratch import rotation, scratch_database
 from exporter import MonitoringMiddleware
-from exporter.store import migrate
 
 YIELD_EVERY = 50
 
@@ -145,15 +143,8 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--naive-tasks", type=int, default=2_000)
     args = parser.parse_args()
-    admin = args.database_url.replace("+asyncpg", "")
-    db = f"texp_bench_mw_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin)
-    await conn.execute(f'CREATE DATABASE "{db}"')
-    await conn.close()
-    url = args.database_url.rsplit("/", 1)[0] + f"/{db}"
-    dsn = url.replace("+asyncpg", "")
-    try:
-        await migrate.upgrade(url)
+    async with scratch_database(args.database_url, "mw") as url:
+        dsn = url.replace("+asyncpg", "")
         # taskiq's middleware registers in the global registry: one instance for
         # every round, writing to the same multiprocess directory as ours.
         taskiq_prometheus = PrometheusMiddleware(
@@ -211,10 +202,6 @@ async def main() -> None:
             f" ({peak * 2**20 / bound:.0f} bytes per buffered row), {dropped} rows dropped"
             f" beyond the bound of {bound} while running, {lost} counted as lost at shutdown"
         )
-    finally:
-        conn = await asyncpg.connect(admin)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        await conn.close()
 
 
 def entry(_: Awaitable[None] | None = None) -> None:
