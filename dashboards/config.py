@@ -92,9 +92,9 @@ class Config:
     job: str = "taskiq-exporter"
     # The window of the recording rules the dashboards show next to the alerts.
     dashboard_window: str = "5m"
-    runbook_url: str = (
-        "https://github.com/taskiq-exporter/taskiq-exporter/blob/main/docs/runbook.md"
-    )
+    # The runbook the exporter service serves from the package (GET /runbook); with
+    # the service elsewhere, `taskiq-exporter rules export --runbook-url` sets it.
+    runbook_url: str = "http://127.0.0.1:8000/runbook"
     failure_rate_warning: FailureRateAlert = FailureRateAlert(
         severity="warning",
         threshold=TaskThreshold(0.05),

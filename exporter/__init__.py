@@ -4,4 +4,8 @@ from exporter.middleware.monitoring import MonitoringMiddleware
 from exporter.settings import ExporterSettings
 from exporter.store.models import TaskStatus
 
-__all__ = ["ExporterSettings", "MonitoringMiddleware", "TaskStatus"]
+# The one source of the version: the build reads it (pyproject.toml), and so do
+# `taskiq-exporter --version`, /healthz and taskiq_exporter_build_info.
+__version__ = "0.2.0"
+
+__all__ = ["ExporterSettings", "MonitoringMiddleware", "TaskStatus", "__version__"]

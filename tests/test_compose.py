@@ -15,7 +15,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
-PROMETHEUS: dict[str, Any] = yaml.safe_load((ROOT / "prometheus.yml").read_text())
+PROMETHEUS: dict[str, Any] = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
 MULTIPROC_DIR = "/tmp/taskiq-metrics"
 
 
@@ -80,9 +80,9 @@ def test_every_scrape_and_alerting_target_is_a_service() -> None:
 
 def test_prometheus_loads_the_rules_its_config_names() -> None:
     mounts = _mounts(SERVICES["prometheus"])
-    assert mounts["/etc/prometheus/prometheus.yml"] == "./prometheus.yml"
-    assert mounts["/etc/prometheus/prometheus/rules"] == "./prometheus/rules"
-    assert PROMETHEUS["rule_files"] == ["prometheus/rules/*.yml"]
+    assert mounts["/etc/prometheus/prometheus.yml"] == "./prometheus/prometheus.yml"
+    assert mounts["/etc/prometheus/rules"] == "./exporter/assets/prometheus/rules"
+    assert PROMETHEUS["rule_files"] == ["rules/*.yml"]
 
 
 def test_grafana_datasources_point_at_services() -> None:
@@ -102,7 +102,10 @@ def test_grafana_loads_both_generated_dashboards() -> None:
         for target, source in _mounts(SERVICES["grafana"]).items()
         if target.startswith(provider["options"]["path"] + "/")
     }
-    generated = {f"./dashboards/{p.name}" for p in (ROOT / "dashboards").glob("*.json")}
+    generated = {
+        f"./exporter/assets/dashboards/{p.name}"
+        for p in (ROOT / "exporter" / "assets" / "dashboards").glob("*.json")
+    }
     assert set(mounted.values()) == generated
     assert len(generated) == 2
 

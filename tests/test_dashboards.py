@@ -227,7 +227,7 @@ def test_every_exported_metric_is_on_a_dashboard() -> None:
 
 
 def test_no_legacy_shapes_reach_the_json() -> None:
-    for path in render.ROOT.glob("dashboards/*.json"):
+    for path in render.DASHBOARDS_DIR.glob("*.json"):
         text = path.read_text()
         data = json.loads(text)
         assert '"null"' not in text
@@ -325,7 +325,7 @@ def test_variable_queries_are_found_for_both_dashboards() -> None:
 
 def test_panels_the_runbook_names_exist() -> None:
     titles = {p["title"] for b in render.boards().values() for p in panels(normalize(b.dashboard))}
-    runbook = (render.ROOT / "docs" / "runbook.md").read_text()
+    runbook = (render.ASSETS / "runbook.md").read_text()
     items = re.split(r"\n(?=\d\. )|\n\n", runbook)
     named = [t for item in items if "*TaskIQ " in item for t in re.findall(r'"([^"]+)"', item)]
     assert len(named) >= 10

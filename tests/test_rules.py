@@ -20,7 +20,8 @@ from dashboards.render import RULES_FILE, render_rules
 from dashboards.rules import ALERT_NAMES, alerting_rules
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS = sorted((ROOT / "prometheus" / "tests").glob("*.test.yml"))
+ASSETS = ROOT / "exporter" / "assets"
+TESTS = sorted((ASSETS / "prometheus" / "tests").glob("*.test.yml"))
 PER_TASK = {
     "TaskiqTaskFailureRateHigh",
     "TaskiqTaskFailureRateCritical",
@@ -66,7 +67,7 @@ def test_every_alert_has_severity_summary_description_and_runbook(rule: dict[str
     if rule["alert"] in PER_TASK:
         assert "{{ $labels.task_name }}" in notes["description"]
     anchor = notes["runbook_url"].rsplit("#", 1)[1]
-    headings = re.findall(r"^## (\w+)$", (ROOT / "docs" / "runbook.md").read_text(), re.M)
+    headings = re.findall(r"^## (\w+)$", (ASSETS / "runbook.md").read_text(), re.M)
     assert anchor in {h.lower() for h in headings}
 
 
@@ -179,26 +180,30 @@ def test_the_volume_guard_is_what_keeps_one_failure_silent(tmp_path: Path) -> No
     (tmp_path / "tests").mkdir()
     (tmp_path / "rules" / RULES_FILE.name).write_text(render_rules(unguarded))
     test = tmp_path / "tests" / "failure_rate.test.yml"
-    shutil.copy(ROOT / "prometheus" / "tests" / "failure_rate.test.yml", test)
+    shutil.copy(ASSETS / "prometheus" / "tests" / "failure_rate.test.yml", test)
     result = _run(promtool, "test", "rules", str(test))
     assert result.returncode != 0
     assert "silent below the volume guard" in result.stdout + result.stderr
 
 
-def test_prometheus_config_is_valid() -> None:
-    result = _run(_tool("promtool"), "check", "config", "prometheus.yml")
+def test_prometheus_config_is_valid(tmp_path: Path) -> None:
+    # Laid out as the compose file mounts it: the config and the shipped rules beside it.
+    shutil.copy(ROOT / "prometheus" / "prometheus.yml", tmp_path)
+    shutil.copytree(ASSETS / "prometheus" / "rules", tmp_path / "rules")
+    result = _run(_tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    config = yaml.safe_load((ROOT / "prometheus.yml").read_text())
+    assert "SUCCESS: 1 rule files found" in result.stdout + result.stderr
+    config = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
     assert DEFAULT.job in {job["job_name"] for job in config["scrape_configs"]}
 
 
 def test_alertmanager_config_is_valid() -> None:
-    result = _run(_tool("amtool"), "check-config", "alertmanager/alertmanager.yml")
+    result = _run(_tool("amtool"), "check-config", "exporter/assets/alertmanager/alertmanager.yml")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_alertmanager_routes_every_severity_and_inhibits_known_alerts() -> None:
-    config = yaml.safe_load((ROOT / "alertmanager" / "alertmanager.yml").read_text())
+    config = yaml.safe_load((ASSETS / "alertmanager" / "alertmanager.yml").read_text())
     routed = {m for route in config["route"]["routes"] for m in route["matchers"]}
     for severity in {r["labels"]["severity"] for r in alerting_rules(DEFAULT)}:
         assert f'severity="{severity}"' in routed

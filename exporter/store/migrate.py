@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from alembic import command
 from exporter.store.engine import make_engine
 
-# The migrations live at the top of the repository, as alembic users expect.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# The migration scripts ship inside the package: alembic finds them through
+# importlib.resources, from an installed wheel and from any working directory.
+SCRIPT_LOCATION = "exporter:migrations"
 
 
 def alembic_config(url: str | None = None) -> Config:
-    cfg = Config(str(PROJECT_ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(PROJECT_ROOT / "alembic"))
+    cfg = Config()
+    cfg.set_main_option("script_location", SCRIPT_LOCATION)
     if url:
         cfg.attributes["database_url"] = url
     return cfg

@@ -53,7 +53,7 @@ pytestmark = pytest.mark.integration
 RATE = 100.0  # tasks per second, before, during and after the outage
 OUTAGE_SECONDS = 30.0
 BOUND = 200  # TASKIQ_EXPORTER_MAX_BUFFER_ROWS of each worker process, in the bounded case
-RULES = p.ROOT / "prometheus" / "rules" / "taskiq.rules.yml"
+RULES = p.ROOT / "exporter" / "assets" / "prometheus" / "rules" / "taskiq.rules.yml"
 ALERT = "TaskiqLogPersistenceFailing"
 SERIES_LABELS = 'job="taskiq-exporter", instance="worker-1:8000"'
 Series = list[dict[str, float] | None]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from alembic import context
 from sqlalchemy.engine import Connection
 
-from alembic import context
 from exporter.settings import ExporterSettings
 from exporter.store.engine import make_engine
 from exporter.store.models import Base
