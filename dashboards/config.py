@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from exporter import resources
+
 Severity = str  # "critical" pages, "warning" opens a ticket, "info" is for dashboards
 
 
@@ -89,12 +91,12 @@ class Config:
     """The monitoring mixin's configuration; ``DEFAULT`` is what is checked in."""
 
     # The Prometheus scrape job of the exporter service (prometheus.yml).
-    job: str = "taskiq-exporter"
+    job: str = resources.DEFAULT_JOB
     # The window of the recording rules the dashboards show next to the alerts.
     dashboard_window: str = "5m"
     # The runbook the exporter service serves from the package (GET /runbook); with
     # the service elsewhere, `taskiq-exporter rules export --runbook-url` sets it.
-    runbook_url: str = "http://127.0.0.1:8000/runbook"
+    runbook_url: str = resources.DEFAULT_RUNBOOK_URL
     failure_rate_warning: FailureRateAlert = FailureRateAlert(
         severity="warning",
         threshold=TaskThreshold(0.05),

@@ -4,8 +4,10 @@ so that they are found from a wheel as well as from a checkout."""
 
 from __future__ import annotations
 
+import re
 from importlib.resources import files
 from importlib.resources.abc import Traversable
+from urllib.parse import urlsplit
 
 DASHBOARDS = "dashboards"
 RULES = "prometheus/rules"
@@ -13,6 +15,16 @@ RULES_FILE = f"{RULES}/taskiq.rules.yml"
 RULE_TESTS = "prometheus/tests"
 ALERTMANAGER = "alertmanager/alertmanager.yml"
 RUNBOOK = "runbook.md"
+
+# What the shipped rules are generated with (dashboards/config.py reads these):
+# the scrape job of prometheus/prometheus.yml and the service's own GET /runbook.
+DEFAULT_JOB = "taskiq-exporter"
+DEFAULT_RUNBOOK_URL = "http://127.0.0.1:8000/runbook"
+
+# A job name goes into PromQL string literals and a URL into plain YAML scalars:
+# both are kept to characters that need no quoting in either.
+_JOB = re.compile(r"[A-Za-z0-9_.:/@-]{1,200}")
+_URL_CHARS = re.compile(r"[A-Za-z0-9._~:/?&=%+@!$,;-]{1,2000}")
 
 
 def asset(path: str) -> Traversable:
@@ -34,3 +46,27 @@ def dashboards() -> dict[str, str]:
 
 def text(path: str) -> str:
     return asset(path).read_text(encoding="utf-8")
+
+
+def rules_text(*, job: str = DEFAULT_JOB, runbook_url: str = DEFAULT_RUNBOOK_URL) -> str:
+    """The shipped rules file for scrape job ``job``, linking alerts to ``runbook_url``.
+
+    The file is generated with the defaults; the two values appear in it only as
+    ``job="..."`` selectors and ``runbook_url: <url>#<alert>`` annotations, which
+    are replaced here (a test compares the result with the generator's output).
+    """
+    if not _JOB.fullmatch(job):
+        raise ValueError(
+            f"--job {job!r}: use 1-200 letters, digits and _ . : / @ - (a Prometheus job name)"
+        )
+    parts = urlsplit(runbook_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.fragment:
+        raise ValueError(
+            f"--runbook-url {runbook_url!r}: give an http(s) URL without a #fragment "
+            "(each alert adds its own #anchor)"
+        )
+    if not _URL_CHARS.fullmatch(runbook_url):
+        raise ValueError(f"--runbook-url {runbook_url!r}: percent-encode spaces, quotes and #")
+    content = text(RULES_FILE)
+    content = content.replace(f'job="{DEFAULT_JOB}"', f'job="{job}"')
+    return content.replace(f"runbook_url: {DEFAULT_RUNBOOK_URL}#", f"runbook_url: {runbook_url}#")

@@ -6,9 +6,9 @@ import argparse
 import logging
 from collections.abc import Sequence
 
-from exporter.cli import dashboards, db, demo, serve, tail, worker
+from exporter.cli import db, demo, exports, serve, tail, worker
 
-COMMANDS = (db, serve, worker, demo, tail, dashboards)
+COMMANDS = (db, serve, worker, demo, tail, exports)
 
 
 def build_parser() -> argparse.ArgumentParser:
