@@ -1,5 +1,6 @@
-"""``exporter.app.create_app(settings)``: the service's public factory."""
+"""``exporter.app``: the service's public factory, and the lifespan a host app
+runs when it mounts the service."""
 
-from exporter.service.app import create_app
+from exporter.service.app import create_app, lifespan_of
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "lifespan_of"]

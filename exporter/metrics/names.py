@@ -27,6 +27,9 @@ LOG_FLUSH_SECONDS = "taskiq_exporter_log_flush_seconds"
 TASKS_BY_STATUS = "taskiq_tasks_by_status"
 OLDEST_PENDING_AGE = "taskiq_oldest_pending_task_age_seconds"
 STORE_UP = "taskiq_exporter_store_up"
+BUILD_INFO = "taskiq_exporter_build_info"
+# 1 while /metrics falls back to prometheus_client's merge (metrics.prometheus_compat).
+PROMETHEUS_CLIENT_FALLBACK = "taskiq_exporter_prometheus_client_fallback"
 
 COMPLETED_STATUSES = ("success", "failed")
 

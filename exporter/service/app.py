@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from prometheus_client.registry import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
@@ -18,8 +20,32 @@ from exporter.service.errors import exception_handlers
 from exporter.service.listener import PgListener
 from exporter.service.routes import routes
 from exporter.service.state import ServiceState
+from exporter.service.store_check import StoreCheck
 from exporter.settings import ExporterSettings
 from exporter.store.engine import make_engine
+
+
+def lifespan_of(app: Starlette) -> contextlib.AbstractAsyncContextManager[Any]:
+    """The lifespan of an app made by :func:`create_app`, for a host that mounts it.
+    Starlette runs only the outermost application's lifespan, so the host enters
+    the mounted app's in its own::
+
+        monitoring = create_app(settings)
+
+        @contextlib.asynccontextmanager
+        async def lifespan(host: Starlette) -> AsyncIterator[None]:
+            async with lifespan_of(monitoring):
+                yield
+
+        host = Starlette(routes=[Mount("/monitoring", app=monitoring)], lifespan=lifespan)
+    """
+    return app.router.lifespan_context(app)
+
+
+async def _maintain(store: StoreCheck, engine: AsyncEngine, settings: ExporterSettings) -> None:
+    # The jobs would fail on every run against a database without the schema.
+    await store.wait_ready()
+    await run_maintenance(engine, settings)
 
 
 def create_app(
@@ -31,24 +57,33 @@ def create_app(
     """Build the service. ``registry`` defaults to the host's multiprocess directory;
     pass the middleware's own registry (and its event hub) to serve one process.
     On PostgreSQL the service LISTENs for the workers' events; otherwise ``hub`` is
-    where the in-process writer publishes them."""
+    where the in-process writer publishes them.
+
+    The app can be mounted in another Starlette or FastAPI application
+    (``Mount("/monitoring", app=monitoring)``); the host must then run its lifespan,
+    see :func:`lifespan_of`. Until it has, the routes that need the service's state
+    (the API, ``/metrics``, ``/readyz``) answer 503; while the database is missing or
+    not migrated, the API answers 503 naming the fix."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        # create=False: a SQLite file that does not exist yet is reported, not created.
+        engine = make_engine(settings.database_url, create=False)
+        store = StoreCheck(engine, settings.database_url)
+        await store.start()
         reg = registry
         if reg is None:
             directory = configured_dir(settings.multiproc_dir)
             reg = multiprocess_registry(directory) if directory else CollectorRegistry()
         events = hub or EventHub()
         app.state.exporter = ServiceState(
-            settings=settings, engine=engine, registry=reg, hub=events
+            settings=settings, engine=engine, registry=reg, store=store, hub=events
         )
         background: list[asyncio.Task[None]] = []
         if settings.maintenance:
             background.append(
                 asyncio.create_task(
-                    run_maintenance(engine, settings), name="taskiq-exporter-maintenance"
+                    _maintain(store, engine, settings), name="taskiq-exporter-maintenance"
                 )
             )
         listener: asyncio.Task[None] | None = None

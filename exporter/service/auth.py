@@ -1,9 +1,13 @@
 """Bearer-token authentication as a pure ASGI middleware.
 
 ``/api/*`` (HTTP and the WebSocket) needs the API token when one is set; ``/metrics``
-needs the metrics token when one is set; ``/healthz``, ``/readyz`` and
-``/openapi.json`` stay open. Browsers cannot put headers on a WebSocket, so the
-WebSocket also accepts ``?token=`` (it may end up in proxy logs: prefer the header).
+needs the metrics token when one is set; ``/healthz``, ``/readyz``, ``/openapi.json``
+and ``/runbook`` stay open. Any other path needs the API token (else the metrics
+token) when one is set: what the middleware cannot classify is not served openly.
+Paths are taken relative to the app's root, as the router matches them, so that
+the app mounted under a prefix or served with a root path is protected the same.
+Browsers cannot put headers on a WebSocket, so the WebSocket also accepts
+``?token=`` (it may end up in proxy logs: prefer the header).
 """
 
 from __future__ import annotations
@@ -15,6 +19,23 @@ from urllib.parse import parse_qs
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 API_PREFIX = "/api/"
+METRICS = "/metrics"
+PUBLIC = frozenset({"/healthz", "/readyz", "/openapi.json", "/runbook"})
+
+
+def route_path(scope: Scope) -> str:
+    """``scope["path"]`` without the ``root_path`` the app is mounted or served under:
+    the path Starlette's router matches (``starlette._utils.get_route_path``, kept
+    private there; tests/test_service_auth.py checks that the two agree)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    if path[len(root)] == "/":
+        return path[len(root) :]
+    return path
 
 
 def bearer_token(scope: Scope) -> str | None:
@@ -48,17 +69,20 @@ class BearerAuthMiddleware:
         self.metrics_token = metrics_token or None
 
     def _expected(self, path: str) -> str | None:
+        """The token ``path`` needs, None when it is open."""
+        if path in PUBLIC:
+            return None
+        if path == METRICS:
+            return self.metrics_token
         if path.startswith(API_PREFIX):
             return self.api_token
-        if path == "/metrics":
-            return self.metrics_token
-        return None
+        return self.api_token or self.metrics_token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        expected = self._expected(scope["path"])
+        expected = self._expected(route_path(scope))
         if expected is None:
             await self.app(scope, receive, send)
             return

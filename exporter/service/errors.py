@@ -1,4 +1,4 @@
-"""Every error as ``{"error": "..."}``: 400, 401, 404, 405 and 500, never a traceback."""
+"""Every error as ``{"error": "..."}``: 400, 401, 404, 405, 500 and 503, never a traceback."""
 
 from __future__ import annotations
 
@@ -33,6 +33,13 @@ class BadRequest(HTTPException):
 class NotFound(HTTPException):
     def __init__(self, message: str) -> None:
         super().__init__(404, message)
+
+
+class ServiceUnavailable(HTTPException):
+    """A 503 whose message says what is missing and how to fix it."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(503, message)
 
 
 def error_response(

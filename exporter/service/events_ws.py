@@ -13,14 +13,15 @@ import contextlib
 import logging
 from datetime import datetime
 
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from exporter.events import TaskEvent
-from exporter.service.errors import BadRequest
 from exporter.service.params import EventsQuery, parse_query
 from exporter.service.replay import replay
 from exporter.service.state import get_state
+from exporter.service.store_check import require_store
 from exporter.store.queries import LogFilter
 
 logger = logging.getLogger(__name__)
@@ -33,11 +34,12 @@ def _matches(event: TaskEvent, query: EventsQuery) -> bool:
     return query.status is None or event.status == query.status.value
 
 
-async def _refuse(websocket: WebSocket, message: str) -> None:
+async def _refuse(websocket: WebSocket, message: str, status: int = 400) -> None:
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(JSONResponse({"error": message}, status_code=400))
+        await websocket.send_denial_response(JSONResponse({"error": message}, status_code=status))
     else:
-        await websocket.close(code=1008, reason=message[:120])
+        # 1011: the server cannot serve now (503); 1008: the request is refused (400).
+        await websocket.close(code=1011 if status >= 500 else 1008, reason=message[:120])
 
 
 async def _stream(websocket: WebSocket, query: EventsQuery) -> None:
@@ -75,8 +77,9 @@ async def _until_disconnect(websocket: WebSocket) -> None:
 async def events(websocket: WebSocket) -> None:
     try:
         query = parse_query(EventsQuery, websocket.query_params)
-    except BadRequest as exc:
-        await _refuse(websocket, str(exc.detail))
+        await require_store(websocket)
+    except HTTPException as exc:  # a bad query (400) or a store not ready (503)
+        await _refuse(websocket, str(exc.detail), exc.status_code)
         return
     await websocket.accept()
     stream = asyncio.create_task(_stream(websocket, query))

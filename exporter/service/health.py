@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from exporter import __version__
 from exporter.service.params import NoQuery, parse_query
 from exporter.service.schemas import HealthResponse, ReadinessResponse
 from exporter.service.state import get_state
+from exporter.service.store_check import revisions, upgrade_hint
 from exporter.store import migrate
 
 logger = logging.getLogger(__name__)
 READY_TIMEOUT_SECONDS = 3.0
-
-
-@functools.cache
-def _head() -> str | None:
-    # Read once, on the first probe: the migration scripts do not change under a process.
-    return migrate.head_revision()
 
 
 def _json(model: HealthResponse | ReadinessResponse, status: int = 200) -> Response:
@@ -30,12 +25,23 @@ def _json(model: HealthResponse | ReadinessResponse, status: int = 200) -> Respo
 
 async def healthz(request: Request) -> Response:
     parse_query(NoQuery, request.query_params)
-    return _json(HealthResponse(status="ok"))
+    return _json(HealthResponse(status="ok", version=__version__))
 
 
 async def readyz(request: Request) -> Response:
     parse_query(NoQuery, request.query_params)
-    engine = get_state(request).engine
+    state = get_state(request)
+    engine = state.engine
+    missing = state.store.missing_file()
+    if missing is not None:  # nothing to connect to: no warning on every probe
+        body = ReadinessResponse(
+            status="not ready",
+            database=False,
+            migrations=missing,
+            current_revision=None,
+            head_revision=revisions()[0],
+        )
+        return _json(body, 503)
     current: str | None = None
     reachable = False
     try:
@@ -45,7 +51,7 @@ async def readyz(request: Request) -> Response:
     except Exception as exc:  # any failure means "not ready", with the reason in the log
         logger.warning("readiness: database unreachable: %s", exc)
     try:
-        head = _head()
+        head = revisions()[0]
     except Exception as exc:
         logger.warning("readiness: cannot read the migration scripts: %s", exc)
         head = None
@@ -54,7 +60,10 @@ async def readyz(request: Request) -> Response:
     elif current == head and head is not None:
         migrations = "at head"
     else:
-        migrations = f"database at {current or 'no revision'}, code expects {head}"
+        migrations = (
+            f"database at {current or 'no revision'}, code expects {head}: "
+            + upgrade_hint(state.settings.database_url)
+        )
     ready = reachable and migrations == "at head"
     body = ReadinessResponse(
         status="ready" if ready else "not ready",

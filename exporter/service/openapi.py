@@ -11,6 +11,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 
+from exporter import __version__
 from exporter.service import params, schemas
 
 REF = "#/components/schemas/{model}"
@@ -79,6 +80,10 @@ def _get(
 
 def _api(op: dict[str, Any]) -> dict[str, Any]:
     op["get"]["security"] = [{"bearerAuth": []}, {}]
+    op["get"]["responses"]["503"] = _json(
+        schemas.ErrorResponse,
+        "The database is missing or not migrated yet; the error says how to fix it",
+    )
     return op
 
 
@@ -162,12 +167,20 @@ def document() -> dict[str, Any]:
             _json(schemas.ReadinessResponse, "Ready"),
             400,
         ),
+        "/runbook": _get(
+            "The runbook: one section per alert, anchored #<alert name in lower case>",
+            {
+                "description": "An HTML page (the alert rules' runbook_url)",
+                "content": {"text/html": {"schema": {"type": "string"}}},
+            },
+            400,
+        ),
     }
     paths["/readyz"]["get"]["responses"]["503"] = _json(schemas.ReadinessResponse, "Not ready")
     paths["/metrics"]["get"]["security"] = [{"bearerAuth": []}, {}]
     return {
         "openapi": "3.1.0",
-        "info": {"title": "taskiq-exporter", "version": "1", "description": EVENTS_DOC},
+        "info": {"title": "taskiq-exporter", "version": __version__, "description": EVENTS_DOC},
         "paths": paths,
         "components": {
             "schemas": defs["$defs"],

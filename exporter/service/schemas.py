@@ -15,29 +15,64 @@ class _Out(BaseModel):
 
 
 class ErrorResponse(_Out):
-    """Every error of the service: 400, 401, 404, 405 and 500."""
+    """Every error of the service: 400, 401, 404, 405, 500 and 503."""
 
     error: str = Field(description="What went wrong; for a 400, the parameter and what is allowed")
 
 
-class TaskMetrics(_Out):
-    task_name: str
-    total_executions: int = Field(ge=0, description="pending + running + success + failed")
-    pending: int = Field(ge=0)
-    running: int = Field(ge=0)
-    success: int = Field(ge=0)
-    failed: int = Field(ge=0)
+class MetricsTotals(_Out):
+    """Counts over the window, all task names together (each TaskMetrics has the same
+    fields for one name). Per attempt: every attempt of a retried task counts. Per
+    task: only a task_id's final attempt counts, the one that decided its outcome."""
+
+    total_executions: int = Field(
+        ge=0, description="Attempts created in the window: pending + running + success + failed"
+    )
+    pending: int = Field(ge=0, description="Attempts created in the window, still pending")
+    running: int = Field(ge=0, description="Attempts created in the window, still running")
+    success: int = Field(ge=0, description="Attempts created in the window that succeeded")
+    failed: int = Field(
+        ge=0, description="Attempts created in the window that failed, retried ones included"
+    )
     avg_duration_ms: float | None = Field(
-        description="Mean duration of the successful runs (failed runs do not count)"
+        description="Mean duration of the successful attempts in milliseconds (failed ones "
+        "do not count); null when none succeeded"
     )
     success_rate: float | None = Field(
-        ge=0, le=1, description="success / (success + failed); null when nothing completed"
+        ge=0,
+        le=1,
+        description="Per attempt: success / (success + failed); null when no attempt finished",
     )
+    tasks_succeeded: int = Field(
+        ge=0,
+        description="Tasks (task_ids) whose final attempt, created in the window, succeeded",
+    )
+    tasks_failed: int = Field(
+        ge=0,
+        description="Tasks (task_ids) whose final attempt, created in the window, failed: "
+        "failed attempts that no later attempt of the same task_id followed",
+    )
+    outcome_success_rate: float | None = Field(
+        ge=0,
+        le=1,
+        description="Per task, the final attempt decides: tasks_succeeded / (tasks_succeeded "
+        "+ tasks_failed); null when no task finished",
+    )
+
+
+class _Named(_Out):
+    task_name: str
+
+
+# pydantic takes the fields of the last base first: task_name leads in the JSON.
+class TaskMetrics(MetricsTotals, _Named):
+    """The counts of one task name."""
 
 
 class MonitoringMetricsResponse(_Out):
     time_window_hours: int = Field(ge=1, le=720)
     generated_at: datetime
+    overall: MetricsTotals = Field(description="Every task name of the window together")
     metrics: list[TaskMetrics] = Field(description="One entry per task name seen in the window")
 
 
@@ -91,6 +126,7 @@ class TaskNamesResponse(_Out):
 
 class HealthResponse(_Out):
     status: Literal["ok"]
+    version: str = Field(description="The taskiq-exporter version serving this")
 
 
 class ReadinessResponse(_Out):

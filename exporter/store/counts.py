@@ -4,7 +4,8 @@ Finished rows are counted from the hourly and minute rollups plus the partial
 minutes at the range's edges (from the rows, through an index); pending and
 running rows, which the rollups do not hold, come from the partial index on them.
 The same per-bucket counts let a deep page start from the right minute instead of
-an OFFSET over everything newer (:func:`locate`).
+an OFFSET over everything newer (:func:`locate`). Which failed attempts were
+retried is not in the rollups: :func:`retried_attempts` reads those rows alone.
 """
 
 from __future__ import annotations
@@ -15,13 +16,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
-from sqlalchemy import ColumnElement, Select, Table, column, func, literal, select, union_all
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    Table,
+    column,
+    exists,
+    func,
+    literal,
+    select,
+    union_all,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporter.store.models import (
     TaskExecutionLog,
     TaskExecutionRollup,
     TaskExecutionRollupHourly,
+    TaskStatus,
     UTCDateTime,
 )
 from exporter.store.queries import LOG, LogFilter
@@ -171,3 +183,33 @@ async def task_totals(
         count, total = totals.get((name, status), (0, 0.0))
         totals[(name, status)] = (count + int(n or 0), total + float(duration or 0.0))
     return totals
+
+
+async def retried_attempts(
+    conn: AsyncConnection, *, lo: datetime, hi: datetime, task_names: Sequence[str]
+) -> dict[str, int]:
+    """task_name -> failed attempts created in ``[lo, hi)`` that a later attempt of the
+    same task_id followed: retried, so not what decided the task's outcome.
+
+    Pass the names with failed attempts in the window (the rollups know them), so
+    that the (task_name, status, created_at) index can range over the window's failed
+    rows. Each failed row costs a probe of the (task_id, attempt) unique index: the
+    cost follows the failed attempts in the window (a migration adding a retried
+    count to the rollups would make it a rollup sum like the others).
+    """
+    if not task_names:
+        return {}
+    later = TaskExecutionLog.__table__.alias("later")
+    followed = exists().where(later.c.task_id == LOG.task_id, later.c.attempt > LOG.attempt)
+    query = (
+        select(LOG.task_name, func.count())
+        .where(
+            LOG.task_name.in_(task_names),
+            LOG.status == TaskStatus.FAILED.value,
+            LOG.created_at >= lo,
+            LOG.created_at < hi,
+            followed,
+        )
+        .group_by(LOG.task_name)
+    )
+    return {str(name): int(n) for name, n in (await conn.execute(query)).all()}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
@@ -12,10 +14,37 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
-    """An async engine for ``url`` with settings that suit a log writer and a reader."""
+def sqlite_file(url: str) -> Path | None:
+    """The absolute path of a SQLite URL's database file; None for any other URL, an
+    in-memory database or a URL that already is a SQLite ``file:`` URI."""
+    if not is_sqlite(url):
+        return None
+    parsed = make_url(url)
+    database = parsed.database
+    if not database or database == ":memory:" or parsed.query.get("uri"):
+        return None
+    return Path(database).absolute()
+
+
+def _existing_only(url: str, path: Path) -> str:
+    # SQLite's URI ``mode=rw`` opens read-write but fails where ``sqlite3.connect``
+    # would create an empty file: a reader must not leave one behind as a side
+    # effect, and the service still writes (the reaper and the retention job).
+    parsed = make_url(url)
+    query = {**parsed.query, "mode": "rw", "uri": "true"}
+    return parsed.set(database=path.as_uri(), query=query).render_as_string(hide_password=False)
+
+
+def make_engine(url: str, *, create: bool = True, **kwargs: Any) -> AsyncEngine:
+    """An async engine for ``url`` with settings that suit a log writer and a reader.
+
+    ``create=False`` is for readers (the service, ``db current``): a SQLite file
+    that does not exist is not created; connecting fails until it does (see
+    :func:`sqlite_file` for the path to report)."""
     if is_sqlite(url):
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        path = None if create else sqlite_file(url)
+        target = _existing_only(url, path) if path is not None else url
+        engine = create_async_engine(target, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
