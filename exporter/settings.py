@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///taskiq_exporter.sqlite3"
+# The drivers the store is written for, and the bare schemes that mean them.
+DRIVERS = ("postgresql+asyncpg", "sqlite+aiosqlite")
+_SCHEMES = {"postgresql": DRIVERS[0], "postgres": DRIVERS[0], "sqlite": DRIVERS[1]}
+# Where `taskiq-exporter worker` has its processes write their metrics and where
+# `taskiq-exporter serve` sums them, unless a flag or PROMETHEUS_MULTIPROC_DIR says
+# otherwise: one default, so that the two agree out of the box.
+DEFAULT_MULTIPROC_DIR = "/tmp/taskiq-exporter-metrics"  # noqa: S108 - a per-host scratch directory
 
 DEFAULT_SECRET_KEYS: tuple[str, ...] = (
     "password",
@@ -61,11 +70,15 @@ DEFAULT_QUEUE_WAIT_BUCKETS: tuple[float, ...] = (
 class ExporterSettings(BaseSettings):
     """Every knob of the exporter; each is also a ``TASKIQ_EXPORTER_*`` variable."""
 
-    model_config = SettingsConfigDict(env_prefix="TASKIQ_EXPORTER_", extra="ignore")
+    # hide_input_in_errors: a rejected URL or token must not reach a log or a terminal.
+    model_config = SettingsConfigDict(
+        env_prefix="TASKIQ_EXPORTER_", extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = Field(
         DEFAULT_DATABASE_URL,
-        description="SQLAlchemy async URL (postgresql+asyncpg://... or sqlite+aiosqlite:///...)",
+        description="SQLAlchemy async URL (postgresql+asyncpg://... or sqlite+aiosqlite:///...; "
+        "postgresql://, postgres:// and sqlite:/// mean the same)",
     )
     # What is written
     secret_keys: tuple[str, ...] = DEFAULT_SECRET_KEYS
@@ -87,7 +100,9 @@ class ExporterSettings(BaseSettings):
     duration_buckets: tuple[float, ...] = DEFAULT_DURATION_BUCKETS
     queue_wait_buckets: tuple[float, ...] = DEFAULT_QUEUE_WAIT_BUCKETS
     multiproc_dir: str | None = Field(
-        None, description="prometheus_client multiprocess directory (PROMETHEUS_MULTIPROC_DIR)"
+        None,
+        description="prometheus_client multiprocess directory (else PROMETHEUS_MULTIPROC_DIR; "
+        f"`taskiq-exporter worker` and `serve` fall back to {DEFAULT_MULTIPROC_DIR})",
     )
     # Maintenance (run by the service; one replica at a time on PostgreSQL)
     maintenance: bool = Field(True, description="run the orphan reaper and retention job")
@@ -101,6 +116,22 @@ class ExporterSettings(BaseSettings):
     port: int = Field(8000, ge=0, le=65535)
     api_token: SecretStr | None = None
     metrics_token: SecretStr | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        value = _SCHEMES.get(scheme, scheme) + sep + rest
+        try:
+            driver = make_url(value).drivername
+        except ArgumentError:
+            raise ValueError("not a database URL") from None
+        if driver not in DRIVERS:
+            raise ValueError(
+                f"unsupported driver {driver!r}: use postgresql+asyncpg://user@host/db "
+                "or sqlite+aiosqlite:///file.sqlite3"
+            )
+        return value
 
     @field_validator("duration_buckets", "queue_wait_buckets")
     @classmethod

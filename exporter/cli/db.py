@@ -6,61 +6,96 @@ import argparse
 import asyncio
 from typing import Any
 
-from exporter.cli.options import add_database_url, settings_from
+from exporter.cli.options import (
+    add_database_url,
+    database_errors,
+    display_url,
+    positive,
+    require_database,
+    settings_from,
+)
+from exporter.settings import ExporterSettings
+from exporter.store.engine import sqlite_file
+
+_DEFAULTS = ExporterSettings.model_fields
 
 
 def register(sub: Any) -> None:
     parser = sub.add_parser("db", help="migrate or maintain the execution log store")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    up = actions.add_parser("upgrade", help="migrate an empty or older database to head")
-    up.add_argument("revision", nargs="?", default="head")
+    up = actions.add_parser("upgrade", help="create the tables, or migrate older ones, to head")
+    up.add_argument(
+        "revision", nargs="?", default="head", help="an alembic revision (default head)"
+    )
     down = actions.add_parser("downgrade", help="undo migrations down to REVISION")
-    down.add_argument("revision")
-    actions.add_parser("current", help="print the database's revision")
+    down.add_argument("revision", help="an alembic revision, or base (drops every table)")
+    current = actions.add_parser("current", help="print the database's revision")
     reap = actions.add_parser("reap", help="mark attempts running for too long as failed")
-    reap.add_argument("--older-than", type=float, dest="orphan_timeout_seconds")
+    reap.add_argument(
+        "--older-than",
+        type=positive,
+        dest="orphan_timeout_seconds",
+        metavar="SECONDS",
+        help="seconds since the attempt started (default: TASKIQ_EXPORTER_ORPHAN_TIMEOUT_SECONDS"
+        f", else {_DEFAULTS['orphan_timeout_seconds'].default:g})",
+    )
     prune = actions.add_parser("prune", help="delete rows older than the retention")
-    prune.add_argument("--days", type=float, dest="retention_days")
-    for parser_ in (up, down, reap, prune, actions.choices["current"]):
+    prune.add_argument(
+        "--days",
+        type=positive,
+        dest="retention_days",
+        metavar="DAYS",
+        help="days of history to keep (default: TASKIQ_EXPORTER_RETENTION_DAYS, "
+        f"else {_DEFAULTS['retention_days'].default:g})",
+    )
+    for parser_ in (up, down, current, reap, prune):
         add_database_url(parser_)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, _extra: list[str]) -> int:
-    return asyncio.run(_run(args))
+    settings = settings_from(args, "orphan_timeout_seconds", "retention_days")
+    url = settings.database_url
+    if args.action != "upgrade":
+        require_database(url)  # the others only read or change what is there
+    elif (path := sqlite_file(url)) is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)  # as the middleware does
+    with database_errors(url):
+        return asyncio.run(_run(args, settings))
 
 
-async def _run(args: argparse.Namespace) -> int:
+async def _run(args: argparse.Namespace, settings: ExporterSettings) -> int:
     from exporter.maintenance import reaper, retention
     from exporter.store import migrate
     from exporter.store.engine import make_engine
 
-    settings = settings_from(args, "orphan_timeout_seconds", "retention_days")
     url = settings.database_url
     if args.action == "upgrade":
         await migrate.upgrade(url, args.revision)
-        print(f"database at revision {args.revision}")
     elif args.action == "downgrade":
         await migrate.downgrade(url, args.revision)
-        print(f"database at revision {args.revision}")
-    else:
-        engine = make_engine(url)
-        try:
-            if args.action == "current":
-                print(await migrate.current_revision(engine) or "empty (no revision)")
-            elif args.action == "reap":
-                count = await reaper.reap_orphans(
-                    engine, older_than_seconds=settings.orphan_timeout_seconds
-                )
-                print(f"{count} orphaned attempts marked failed")
-            else:
-                count = await retention.prune(
-                    engine,
-                    days=settings.retention_days,
-                    batch_rows=settings.retention_batch_rows,
-                    progress=True,
-                )
-                print(f"{count} rows deleted")
-        finally:
-            await engine.dispose()
+    # create=False: current, reap and prune must not leave an empty SQLite file behind.
+    engine = make_engine(url, create=args.action == "upgrade")
+    try:
+        if args.action in ("upgrade", "downgrade"):
+            revision = await migrate.current_revision(engine)
+            head = " (head)" if revision == migrate.head_revision() else ""
+            print(f"the database at {display_url(url)} is at revision {revision or 'base'}{head}")
+        elif args.action == "current":
+            print(await migrate.current_revision(engine) or "empty (no revision)")
+        elif args.action == "reap":
+            count = await reaper.reap_orphans(
+                engine, older_than_seconds=settings.orphan_timeout_seconds
+            )
+            print(f"{count} orphaned attempts marked failed")
+        else:
+            count = await retention.prune(
+                engine,
+                days=settings.retention_days,
+                batch_rows=settings.retention_batch_rows,
+                progress=True,
+            )
+            print(f"{count} rows deleted")
+    finally:
+        await engine.dispose()
     return 0
