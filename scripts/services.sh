@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Make sure what the tests talk to is there: PostgreSQL, Redis and RabbitMQ running, and
-# Prometheus's promtool/prometheus/amtool installed (Debian packages).
+# Prometheus's promtool/prometheus/amtool, curl and jq installed (Debian packages).
 # Needs root for apt-get; without it, missing pieces make their tests skip
 # (or fail, when CI is set).
 set -uo pipefail
-if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null; then
+if ! command -v promtool >/dev/null || ! command -v amtool >/dev/null \
+  || ! command -v curl >/dev/null || ! command -v jq >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-      prometheus prometheus-alertmanager >/dev/null
+      prometheus prometheus-alertmanager curl jq >/dev/null
   else
-    echo "promtool/amtool missing: install Debian's prometheus and prometheus-alertmanager" >&2
+    echo "missing: install Debian's prometheus, prometheus-alertmanager, curl and jq" >&2
   fi
 fi
 if command -v pg_isready >/dev/null && ! pg_isready -q -h 127.0.0.1 -p 5432; then
