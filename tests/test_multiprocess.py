@@ -27,6 +27,7 @@ from exporter.metrics.multiprocess import (
     reap_dead_processes,
     reset_directory,
 )
+from exporter.metrics.names import PROMETHEUS_CLIENT_FALLBACK
 
 # A child process that imports prometheus_client *before* the directory is set,
 # as an app importing taskiq's own middleware would, then uses the middleware.
@@ -124,7 +125,11 @@ n = int(sys.argv[2])
 registry = CollectorRegistry()
 inst = Instruments(registry, duration_buckets=DEFAULT_DURATION_BUCKETS,
                    queue_wait_buckets=DEFAULT_QUEUE_WAIT_BUCKETS)
-agg = Aggregator(inst)
+if sys.argv[3] == "public":  # as with a prometheus_client the compat check refuses
+    from exporter.metrics.prometheus_compat import CompatReport
+    agg = Aggregator(inst, compat=CompatReport("0.0.0", ("refused by the test",)))
+else:
+    agg = Aggregator(inst)
 for i in range(3 + n):
     tally = agg.task(f"app:task_{(i * 7 + n) % 5}")
     tally.sent += i + 1
@@ -147,11 +152,12 @@ time.sleep(0.01)
 """
 
 
-def write_processes(directory: Path, processes: int) -> None:
+def write_processes(directory: Path, processes: int, *, histograms: str = "bulk") -> None:
+    """``histograms="public"``: the writers observe each value (the compat fallback)."""
     reset_directory(str(directory))
     for n in range(1, processes + 1):
         subprocess.run(
-            [sys.executable, "-c", WRITER, str(directory), str(n)],
+            [sys.executable, "-c", WRITER, str(directory), str(n), histograms],
             check=True, timeout=120, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": ""},
         )  # fmt: skip
 
@@ -165,16 +171,19 @@ def assert_same_as_prometheus_client(
     directory: Path, registry: MultiProcessRegistry, files: list[Path] | None = None
 ) -> None:
     """Our families equal prometheus_client's merge of the same (or the given healthy)
-    files, sample by sample and in order, and so do both expositions, byte for byte."""
+    files, sample by sample and in order, and so do both expositions, byte for byte;
+    the registry adds its fallback gauge after them."""
     expected = reference(directory, files)
-    got = list(registry.collect())
+    *got, state = registry.collect()
+    assert state.name == PROMETHEUS_CLIENT_FALLBACK
+    assert [s.value for s in state.samples] == [int(registry.fallback)]
     assert [(m.name, m.type, m.documentation) for m in got] == [
         (m.name, m.type, m.documentation) for m in expected
     ]
     for mine, theirs in zip(got, expected, strict=True):
         assert mine.samples == theirs.samples, mine.name  # sample by sample, in order
     stock = CollectorRegistry()
-    stock.register(_Fixed(expected))
+    stock.register(_Fixed([*expected, state]))
     assert exposition(registry) == generate_latest(stock)
     assert exposition(registry, openmetrics_format=True) == openmetrics_latest(stock)
 

@@ -7,7 +7,9 @@ about once a second (and at shutdown), so a scrape is at most that stale.
 Histogram observations go further: the hooks append the raw value to a list
 and the buckets are found in bulk when the tallies are applied (a bisect over
 the bounds on the task's path cost ~0.7 us a task inside a busy worker, ten
-times what the same loop costs over a batch).
+times what the same loop costs over a batch). Adding the bucketed counts uses a
+histogram's private values (exporter.metrics.prometheus_compat); where that
+module refuses the installed prometheus_client, each value is observed instead.
 """
 
 from __future__ import annotations
@@ -18,14 +20,25 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from exporter.metrics.instruments import Instruments
+from exporter.metrics.prometheus_compat import (
+    CompatReport,
+    HistogramAdder,
+    histogram_adder,
+    installed_compat,
+)
 from exporter.middleware.sanitize import clean_text
 
 
 class HistogramTally:
-    __slots__ = ("bounds", "counts", "pending", "total")
+    """The observations of one histogram child since the last apply."""
 
-    def __init__(self, bounds: tuple[float, ...]) -> None:
+    __slots__ = ("adder", "bounds", "child", "counts", "pending", "total")
+
+    def __init__(self, bounds: tuple[float, ...], child: Any, report: CompatReport) -> None:
         self.bounds = (*bounds, float("inf"))
+        self.child = child
+        # None: no bulk path for this prometheus_client; fold() observes one by one.
+        self.adder: HistogramAdder | None = histogram_adder(child, len(self.bounds), report)
         self.counts = [0] * len(self.bounds)
         self.total = 0.0
         # Observations not bucketed yet: the hooks append to this list.
@@ -41,6 +54,11 @@ class HistogramTally:
         pending = self.pending
         if not pending:
             return
+        if self.adder is None:  # the public API: the counts could not be added later
+            for value in pending:
+                self.child.observe(value)
+            pending.clear()
+            return
         values = sorted(pending)
         counts = self.counts
         below = 0
@@ -51,19 +69,13 @@ class HistogramTally:
         self.total += sum(pending)
         pending.clear()  # the same list: the hooks reach it through the tally
 
-    def apply(self, child: Any) -> None:
-        """Add the tallied observations to a prometheus_client histogram child."""
+    def apply(self) -> None:
+        """Add the tallied observations to the histogram child."""
         self.fold()
-        if not any(self.counts):
+        if self.adder is None or not any(self.counts):
             return
-        # Histogram children keep one value per bucket (non-cumulative) and a sum;
-        # adding to them directly is what observe() does, once per bucket here.
-        buckets = child._buckets
-        for i, count in enumerate(self.counts):
-            if count:
-                buckets[i].inc(count)
-                self.counts[i] = 0
-        child._sum.inc(self.total)
+        self.adder.add(self.counts, self.total)
+        self.counts = [0] * len(self.bounds)
         self.total = 0.0
 
 
@@ -87,16 +99,9 @@ class TaskTally:
         "waits",
     )
 
-    def __init__(self, inst: Instruments, task_name: str) -> None:
+    def __init__(self, inst: Instruments, task_name: str, report: CompatReport) -> None:
         self.sent = self.started = self.success = self.failed = self.retries = 0
         self.in_progress = self.in_progress_applied = 0
-        self.duration_success = HistogramTally(inst.duration_bounds)
-        self.duration_failed = HistogramTally(inst.duration_bounds)
-        self.queue_wait = HistogramTally(inst.queue_wait_bounds)
-        # The histograms' pending lists, one attribute away from the hooks.
-        self.ok_durations = self.duration_success.pending
-        self.failed_durations = self.duration_failed.pending
-        self.waits = self.queue_wait.pending
         # Creating the children now makes every series exist at 0 from first sight.
         self.children = (
             inst.sent.labels(task_name),
@@ -110,6 +115,14 @@ class TaskTally:
             inst.queue_wait.labels(task_name),
         )
         self.children[5].set(0)
+        dur_ok, dur_failed, wait = self.children[6:]
+        self.duration_success = HistogramTally(inst.duration_bounds, dur_ok, report)
+        self.duration_failed = HistogramTally(inst.duration_bounds, dur_failed, report)
+        self.queue_wait = HistogramTally(inst.queue_wait_bounds, wait, report)
+        # The histograms' pending lists, one attribute away from the hooks.
+        self.ok_durations = self.duration_success.pending
+        self.failed_durations = self.duration_failed.pending
+        self.waits = self.queue_wait.pending
 
     @property
     def duration(self) -> dict[str, HistogramTally]:
@@ -122,7 +135,7 @@ class TaskTally:
         self.queue_wait.fold()
 
     def apply(self) -> None:
-        sent, started, ok, failed, retries, in_progress, dur_ok, dur_failed, wait = self.children
+        sent, started, ok, failed, retries, in_progress = self.children[:6]
         for child, attr in (
             (sent, "sent"),
             (started, "started"),
@@ -137,16 +150,18 @@ class TaskTally:
         if self.in_progress != self.in_progress_applied:  # a multiprocess set is an mmap write
             in_progress.set(self.in_progress)
             self.in_progress_applied = self.in_progress
-        self.duration_success.apply(dur_ok)
-        self.duration_failed.apply(dur_failed)
-        self.queue_wait.apply(wait)
+        self.duration_success.apply()
+        self.duration_failed.apply()
+        self.queue_wait.apply()
 
 
 class Aggregator:
     """The tallies of every task name seen by this process."""
 
-    def __init__(self, instruments: Instruments) -> None:
+    def __init__(self, instruments: Instruments, *, compat: CompatReport | None = None) -> None:
         self.instruments = instruments
+        # Which prometheus_client paths are safe: the installed one's, unless given.
+        self.compat = installed_compat() if compat is None else compat
         self.tasks: dict[str, TaskTally] = {}
         # The tallies of the attempts running now, one per attempt: when set,
         # apply() counts the in-progress gauge from it (the middleware's hooks
@@ -157,7 +172,9 @@ class Aggregator:
         tally = self.tasks.get(task_name)
         if tally is None:
             # A name that is not valid UTF-8 would break every scrape: clean it once.
-            tally = self.tasks[task_name] = TaskTally(self.instruments, clean_text(task_name))
+            tally = self.tasks[task_name] = TaskTally(
+                self.instruments, clean_text(task_name), self.compat
+            )
         return tally
 
     def apply(self) -> None:

@@ -3,12 +3,15 @@ does: the same families, samples, values and (for files in the same order) sampl
 order, with ``accumulate=True``.
 
 What differs is the cost and the failure mode. Each file stays mapped and its
-layout parsed (exporter.metrics.mmap_files); the plan of the output
+layout parsed (exporter.metrics.prometheus_compat); the plan of the output
 (exporter.metrics.merge_plan) and, for each file, the permutation that lines its
 values up with the plan's slots are rebuilt only when a file gains entries or a
 file comes or goes, so a scrape sums processes with C-level operations. A file
 that cannot be read (truncated or empty, from a killed process) is skipped with
 a warning instead of failing the whole scrape.
+
+The file names, the keys and the merge rules are prometheus_client's private
+ones: exporter.metrics.prometheus_compat checks them at start-up.
 """
 
 from __future__ import annotations
@@ -24,7 +27,13 @@ from operator import add, itemgetter
 from typing import Any
 
 from exporter.metrics.merge_plan import Family, FamilyPlan, Labels, Series
-from exporter.metrics.mmap_files import CorruptFile, Layout, LayoutChanged, MappedFile
+from exporter.metrics.prometheus_compat import (
+    SPECIFIER,
+    CorruptFile,
+    Layout,
+    LayoutChanged,
+    MappedFile,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -164,6 +173,7 @@ class Merger:
         self._table = _Table()
         self._files: dict[str, _File] = {}
         self._warned: set[str] = set()
+        self._none_readable = False  # warned that not one file could be read
         self._signature: tuple[Any, ...] = ()
         self._plan: list[FamilyPlan] = []
         self._spaces: list[_Space] = []
@@ -212,7 +222,19 @@ class Merger:
             self._warned.discard(path)
         for gone in self._files.keys() - set(paths):
             self._drop(gone)
+        none_readable = bool(paths) and not loaded and bool(self._warned)
+        if none_readable and not self._none_readable:
+            # Not a killed process's file: the workers write a layout unknown here.
+            logger.warning("not one of the %d metrics files in %s could be read: do the workers "
+                           "run a prometheus-client%s, as this process does?",
+                           len(paths), self.directory, SPECIFIER)  # fmt: skip
+        self._none_readable = none_readable
         return loaded
+
+    def close(self) -> None:
+        """Unmap every file (the merger can still be used: it maps them again)."""
+        for path in list(self._files):
+            self._drop(path)
 
     def merge(self) -> list[Family]:
         loaded = self._read_all()

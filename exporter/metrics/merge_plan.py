@@ -84,7 +84,8 @@ class FamilyPlan:
                     self.keys.append((name, labels))
                     self.groups.append([slot[s] for s in sids])
             return
-        # prometheus_client: label sets with a _sum first, then those with buckets only.
+        # prometheus_client's order since 0.24 (each label set's samples together; see
+        # prometheus_compat): label sets with a _sum first, then those with buckets only.
         order = [*self.with_others, *(k for k in self.sets if k not in self.with_others)]
         self.sets = {labels: self.sets[labels] for labels in order}
         for labels, hs in self.sets.items():

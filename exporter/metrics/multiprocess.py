@@ -4,30 +4,42 @@ prometheus_client chooses how it stores values when it is first imported, from
 ``PROMETHEUS_MULTIPROC_DIR``. Our entry points may run after something else
 imported it, so :func:`enable_multiprocess` re-selects the value class for the
 metrics created afterwards.
+
+/metrics merges the processes' files with :class:`SafeMultiProcessCollector`,
+which reads prometheus_client's private layout, or, where
+exporter.metrics.prometheus_compat does not vouch for the installed version, with
+prometheus_client's own merge (:class:`StockMultiProcessCollector`).
 """
 
 from __future__ import annotations
 
+import functools
+import glob
 import logging
 import os
 import re
 import shutil
+import struct
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from prometheus_client import values
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
-from prometheus_client.multiprocess import mark_process_dead
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter.metrics.exposition import Exposition, UnexpectedLayout, render_metrics, to_metric
 from exporter.metrics.merge import Merger
 from exporter.metrics.merge_plan import Family
+from exporter.metrics.names import PROMETHEUS_CLIENT_FALLBACK
+from exporter.metrics.prometheus_compat import CompatReport, installed_compat, select_mmap_values
 from exporter.processes import pid_alive
 
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 _LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
+# What MultiProcessCollector.merge raises on a file it cannot read.
+_UNREADABLE = (OSError, ValueError, RuntimeError, LookupError, TypeError, struct.error)
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +53,7 @@ def enable_multiprocess(directory: str) -> None:
     """Make metrics created from now on write to ``directory``."""
     Path(directory).mkdir(parents=True, exist_ok=True)
     os.environ[ENV_VAR] = directory
-    if values.ValueClass is values.MutexValue:
-        # prometheus_client was imported before the directory was set: without
-        # this, every worker would keep its counts in memory and scrapes stay empty.
-        # (Only when still in-memory: a second mmap class would reopen the files.)
-        values.ValueClass = values.get_value_class()
+    select_mmap_values()
 
 
 def reset_directory(directory: str) -> None:
@@ -105,21 +113,98 @@ class SafeMultiProcessCollector(Collector):
         return render_metrics(metrics, openmetrics_format=openmetrics_format)
 
 
-class MultiProcessRegistry(CollectorRegistry):
-    """A registry holding one :class:`SafeMultiProcessCollector`, which can also
-    render itself quickly (:meth:`render`)."""
+class StockMultiProcessCollector(Collector):
+    """prometheus_client's own merge, the fallback where the installed version's files
+    are not known to be readable by :class:`SafeMultiProcessCollector`: slower (each
+    scrape parses every file and formats every sample) but right for any version.
+    A file it cannot read (a killed process's) is left out with a warning too."""
 
-    def __init__(self, collector: SafeMultiProcessCollector) -> None:
-        super().__init__(auto_describe=False)
-        self.collector = collector
-        self.register(collector)
+    def __init__(self, directory: str, *, reap_dead: bool = True) -> None:
+        self._dir = directory
+        self._reap_dead = reap_dead
+        self._warned: set[str] = set()
+
+    def collect(self) -> Iterator[Metric]:
+        if self._reap_dead:
+            reap_dead_processes(self._dir)
+        # Sorted as the fast collector's: MultiProcessCollector takes directory order.
+        paths = sorted(glob.glob(os.path.join(glob.escape(self._dir), "*.db")))
+        try:
+            metrics = MultiProcessCollector.merge(paths, accumulate=True)
+        except _UNREADABLE:  # one bad file fails the whole merge: find it
+            metrics = MultiProcessCollector.merge(self._readable(paths), accumulate=True)
+        return iter(metrics)
+
+    def _readable(self, paths: list[str]) -> list[str]:
+        readable = []
+        for path in paths:
+            try:
+                MultiProcessCollector.merge([path], accumulate=True)
+            except FileNotFoundError:
+                continue  # removed since the listing (mark_process_dead)
+            except _UNREADABLE as exc:
+                if path not in self._warned:
+                    self._warned.add(path)
+                    logger.warning("skipping unreadable metrics file %s (killed process?): %r",
+                                   path, exc)  # fmt: skip
+                continue
+            self._warned.discard(path)
+            readable.append(path)
+        return readable
 
     def render(self, *, openmetrics_format: bool = False) -> str:
-        return self.collector.render(openmetrics_format=openmetrics_format)
+        """The exposition of every family (OpenMetrics without the final ``# EOF``)."""
+        return render_metrics(self.collect(), openmetrics_format=openmetrics_format)
 
 
-def multiprocess_registry(directory: str, *, reap_dead: bool = True) -> MultiProcessRegistry:
-    return MultiProcessRegistry(SafeMultiProcessCollector(directory, reap_dead=reap_dead))
+def fallback_family(fallback: bool) -> GaugeMetricFamily:
+    return GaugeMetricFamily(
+        PROMETHEUS_CLIENT_FALLBACK,
+        "1 when /metrics merges with prometheus_client's MultiProcessCollector because the "
+        "installed prometheus-client is not one taskiq-exporter supports",
+        value=int(fallback),
+    )
+
+
+@functools.cache
+def _fallback_text(fallback: bool, openmetrics_format: bool) -> str:
+    return render_metrics([fallback_family(fallback)], openmetrics_format=openmetrics_format)
+
+
+class _FallbackState(Collector):
+    def __init__(self, fallback: bool) -> None:
+        self.fallback = fallback
+
+    def collect(self) -> Iterator[Metric]:
+        yield fallback_family(self.fallback)
+
+
+class MultiProcessRegistry(CollectorRegistry):
+    """A registry holding one multiprocess collector, which can also render itself
+    quickly (:meth:`render`), and the gauge that says whether it is the fallback."""
+
+    def __init__(self, collector: SafeMultiProcessCollector | StockMultiProcessCollector) -> None:
+        super().__init__(auto_describe=False)
+        self.collector = collector
+        self.fallback = isinstance(collector, StockMultiProcessCollector)
+        self.register(collector)
+        self.register(_FallbackState(self.fallback))
+
+    def render(self, *, openmetrics_format: bool = False) -> str:
+        head = self.collector.render(openmetrics_format=openmetrics_format)
+        return head + _fallback_text(self.fallback, openmetrics_format)
+
+
+def multiprocess_registry(
+    directory: str, *, reap_dead: bool = True, compat: CompatReport | None = None
+) -> MultiProcessRegistry:
+    """The registry of every process's files in ``directory``, merged the fast way
+    when ``compat`` (by default the installed prometheus_client's start-up check)
+    allows it, by prometheus_client's MultiProcessCollector otherwise."""
+    report = installed_compat() if compat is None else compat
+    if report.ok:
+        return MultiProcessRegistry(SafeMultiProcessCollector(directory, reap_dead=reap_dead))
+    return MultiProcessRegistry(StockMultiProcessCollector(directory, reap_dead=reap_dead))
 
 
 def exposition(
