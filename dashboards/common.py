@@ -17,6 +17,16 @@ DEFAULT_EXPORTER_URL = "http://127.0.0.1:8000"
 # A series every exporter exposes, even before the first task and while its
 # database is down.
 _ALWAYS = n.STORE_UP
+# The "All" of job and instance, a regex for PromQL's =~ matchers.
+ALL_REGEX = ".+"
+# The "All" of task_name, which lands in PromQL and in SQL. Grafana inserts a custom
+# all value as it is, whatever the format asked for (${task_name:sqlstring} too), so
+# it must read right in both: in `task_name=~"'|.+|'"` it is a regex matching every
+# name (the two quotes are alternatives of their own), in
+# `IN (${task_name:sqlstring})` the string literal '|.+|', which the SQL panels test
+# for (sections.task_filter).
+TASK_ALL_LITERAL = "|.+|"
+TASK_ALL_VALUE = f"'{TASK_ALL_LITERAL}'"
 
 
 @dataclass(frozen=True)
@@ -32,7 +42,7 @@ def _datasource(name: str, label: str, plugin: str) -> g.Template:
     return g.Template(name=name, label=label, query=plugin, type="datasource")
 
 
-def _label(name: str, label: str, query: str) -> g.Template:
+def _label(name: str, label: str, query: str, *, all_value: str = ALL_REGEX) -> g.Template:
     return g.Template(
         name=name,
         label=label,
@@ -40,7 +50,7 @@ def _label(name: str, label: str, query: str) -> g.Template:
         dataSource=PROMETHEUS,
         multi=True,
         includeAll=True,
-        allValue=".+",
+        allValue=all_value,
         refresh=g.REFRESH_ON_TIME_RANGE_CHANGE,
     )
 
@@ -53,7 +63,12 @@ def variables() -> g.Templating:
             _datasource("postgres", "PostgreSQL", "grafana-postgresql-datasource"),
             _label("job", "Job", f"label_values({_ALWAYS}, job)"),
             _label("instance", "Instance", f'label_values({_ALWAYS}{{job=~"$job"}}, instance)'),
-            _label("task_name", "Task", f"label_values({task_source}, {n.LABEL_TASK_NAME})"),
+            _label(
+                "task_name",
+                "Task",
+                f"label_values({task_source}, {n.LABEL_TASK_NAME})",
+                all_value=TASK_ALL_VALUE,
+            ),
             g.Template(
                 name="exporter_url",
                 label="Exporter URL",

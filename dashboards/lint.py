@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from dashboards import sql
+from dashboards.common import ALL_REGEX, TASK_ALL_VALUE
 from dashboards.selectors import ScanError, Selector, selectors
 
 Json = dict[str, Any]
@@ -77,7 +79,8 @@ def _variables(data: Json) -> Iterator[Problem]:
         t = templates.get(name, {})
         if t.get("type") != "datasource" or t.get("query") != query:
             yield Problem("template-datasource-rule", name, f"needs a {query} datasource variable")
-    for name in ("job", "instance", "task_name"):
+    alls = {"job": ALL_REGEX, "instance": ALL_REGEX, "task_name": TASK_ALL_VALUE}
+    for name, all_value in alls.items():
         t = templates.get(name)
         rule = f"template-{name.replace('_name', '')}-rule"
         if t is None:
@@ -85,8 +88,8 @@ def _variables(data: Json) -> Iterator[Problem]:
             continue
         if _uid(t.get("datasource")) not in ("${datasource}", "$datasource"):
             yield Problem(rule, name, "must query the $datasource variable")
-        if not (t.get("multi") and t.get("includeAll") and t.get("allValue") == ".+"):
-            yield Problem(rule, name, "must be multi-select with All = '.+'")
+        if not (t.get("multi") and t.get("includeAll") and t.get("allValue") == all_value):
+            yield Problem(rule, name, f"must be multi-select with All = {all_value!r}")
     for t in templates.values():
         if t.get("type") != "query":
             continue
@@ -184,6 +187,13 @@ def _targets(panel: Json, known: frozenset[str], task_metrics: frozenset[str]) -
             missing = [part for part in SQL_SHAPE if part not in target["rawSql"]]
             if missing:
                 yield Problem("target-sql-rule", title, f"SQL lacks {missing}")
+            for problem in sql.problems(target["rawSql"]):
+                yield Problem("target-sql-variable-rule", title, problem)
+            unreadable = sql.relations(target["rawSql"]) - sql.READER_RELATIONS
+            if unreadable:
+                yield Problem(
+                    "target-sql-source-rule", title, f"the reader role cannot read {unreadable}"
+                )
             continue
         try:
             found = selectors(target.get("expr", ""))

@@ -4,9 +4,11 @@ live test that runs them against a real Prometheus."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dashboards import promql
+from dashboards import promql, sql
+from dashboards.common import ALL_REGEX, TASK_ALL_VALUE, variables
 from dashboards.config import DEFAULT, Config
 from dashboards.lint import Problem, lint, panels
 from dashboards.normalize import normalize
@@ -55,11 +57,19 @@ def sql_queries(cfg: Config = DEFAULT) -> list[SqlQuery]:
     ]
 
 
-def substitute_sql(sql: str, *, start: str, end: str, task_name: str = ".+") -> str:
-    """``sql`` as Grafana's PostgreSQL datasource sends it (ISO 8601 UTC bounds)."""
+def all_values() -> dict[str, str]:
+    """The custom "All" value of every variable that has one, by name."""
+    return {t.name: t.allValue for t in variables().list if getattr(t, "allValue", None)}
+
+
+def substitute_sql(
+    raw: str, *, start: str, end: str, task_names: Sequence[str] | None = None
+) -> str:
+    """``raw`` as Grafana's PostgreSQL datasource sends it (ISO 8601 UTC bounds) with
+    ``task_names`` selected in the task_name variable; None selects "All"."""
     time_filter = re.compile(r"\$__timeFilter\((\w+)\)")
-    sql = time_filter.sub(rf"\1 BETWEEN '{start}' AND '{end}'", sql)
-    return sql.replace("${task_name:regex}", task_name)
+    raw = time_filter.sub(rf"\1 BETWEEN '{start}' AND '{end}'", raw)
+    return sql.interpolate(raw, selected={"task_name": task_names}, all_values=all_values())
 
 
 @dataclass(frozen=True)
@@ -89,12 +99,12 @@ def substitute(
     expr: str,
     *,
     rate_interval: str = "1m",
-    job: str = ".+",
-    instance: str = ".+",
-    task_name: str = ".+",
+    job: str = ALL_REGEX,
+    instance: str = ALL_REGEX,
+    task_name: str = TASK_ALL_VALUE,
 ) -> str:
     """``expr`` with Grafana's variables replaced as Grafana would (regex values
-    for the multi-value variables, whose All is ``.+``)."""
+    for the multi-value variables; the defaults are their "All" values)."""
     values = {
         "$__rate_interval": rate_interval,
         "$task_name": task_name,

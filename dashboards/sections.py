@@ -7,9 +7,10 @@ from grafanalib import core as g
 
 from dashboards import promql as q
 from dashboards import recording as rec
-from dashboards.common import history_link
+from dashboards.common import TASK_ALL_LITERAL, history_link
 from dashboards.config import Config, LatencyAlert
 from dashboards.panels import Query, Steps, sql_table, timeseries
+from dashboards.sql import LOG_VIEW, SAFE_FORMAT
 from exporter.metrics import names as n
 
 TASK = n.LABEL_TASK_NAME
@@ -80,16 +81,25 @@ def latency_panels(cfg: Config) -> tuple[g.TimeSeries, g.TimeSeries]:
     )
 
 
+def task_filter() -> str:
+    """The SQL condition for the task_name variable. Its values arrive as quoted SQL
+    literals (sqlstring escapes them); "All" arrives as the literal of
+    common.TASK_ALL_VALUE, as Grafana inserts a custom all value unformatted."""
+    values = f"${{{TASK}:{SAFE_FORMAT}}}"
+    return f"('{TASK_ALL_LITERAL}' IN ({values}) OR {TASK} IN ({values}))"
+
+
 def recent_executions(title: str, *, failed_only: bool) -> g.Table:
     status = "\n  AND status = 'failed'" if failed_only else ""
     # The shape PostgreSQL answers from an index in milliseconds at 10M rows:
-    # a created_at range, ORDER BY created_at DESC, LIMIT.
+    # a created_at range, ORDER BY created_at DESC, LIMIT. The reader's view of
+    # the log has neither params nor tracebacks (grants.sql).
     sql = (
         'SELECT\n  id,\n  created_at AS "time",\n  task_name,\n  status,\n  attempt,\n'
         "  task_id,\n  duration_ms,\n  queue_wait_ms,\n  worker_host,\n  error_message\n"
-        "FROM task_execution_logs\n"
+        f"FROM {LOG_VIEW}\n"
         "WHERE $__timeFilter(created_at)\n"
-        "  AND task_name ~ '^(${task_name:regex})$'"
+        f"  AND {task_filter()}"
         f"{status}\n"
         "ORDER BY created_at DESC\n"
         "LIMIT 50"

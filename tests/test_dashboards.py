@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from dashboards import overview, render
+from dashboards import overview, render, sql
+from dashboards.common import TASK_ALL_LITERAL, TASK_ALL_VALUE
 from dashboards.config import DEFAULT, Config, FailureRateAlert, TaskThreshold
 from dashboards.lint import lint, panels
 from dashboards.normalize import normalize
@@ -154,6 +155,21 @@ BROKEN: list[tuple[str, Callable[[Json], None], str]] = [
         lambda d: _sql_target(d).update(rawSql="SELECT * FROM task_execution_logs"),
         "target-sql-rule",
     ),
+    (
+        "regex variable in SQL",
+        lambda d: _sql_target(d).update(
+            rawSql=_sql_target(d)["rawSql"] + "\n  AND task_name ~ '^(${task_name:regex})$'"
+        ),
+        "target-sql-variable-rule",
+    ),
+    (
+        "SQL reads the log's params",
+        lambda d: _sql_target(d).update(
+            rawSql=_sql_target(d)["rawSql"].replace(sql.LOG_VIEW, "task_execution_logs")
+        ),
+        "target-sql-source-rule",
+    ),
+    ("task all value", _template("task_name", "allValue", ".+"), "template-task-rule"),
     ("job not multi", _template("job", "multi", False), "template-job-rule"),
     ("instance all value", _template("instance", "allValue", None), "template-instance-rule"),
     (
@@ -336,6 +352,90 @@ def test_sql_panels_substitute_every_grafana_macro() -> None:
     queries = sql_queries()
     assert {q.panel for q in queries} == {"Recent failures", "Recent executions"}
     for q in queries:
-        sql = substitute_sql(q.sql, start="2026-01-01T00:00:00Z", end="2026-01-02T00:00:00Z")
-        assert "$" not in sql.replace("$'", "")
-        assert "created_at BETWEEN '2026-01-01T00:00:00Z' AND '2026-01-02T00:00:00Z'" in sql
+        for names in (None, ["app:a", "o'brien"]):
+            got = substitute_sql(
+                q.sql, start="2026-01-01T00:00:00Z", end="2026-01-02T00:00:00Z", task_names=names
+            )
+            assert "$" not in got
+            assert "created_at BETWEEN '2026-01-01T00:00:00Z' AND '2026-01-02T00:00:00Z'" in got
+        assert "task_name IN ('app:a','o''brien')" in substitute_sql(
+            q.sql, start="", end="", task_names=["app:a", "o'brien"]
+        )
+
+
+COMMITTED_SQL = [
+    (path.name, panel["title"], target["rawSql"])
+    for path in sorted(render.DASHBOARDS_DIR.glob("*.json"))
+    for panel in panels(json.loads(path.read_text()))
+    for target in panel["targets"]
+    if "rawSql" in target
+]
+
+
+@pytest.mark.parametrize(
+    ("raw"), [r for *_, r in COMMITTED_SQL], ids=[f"{f}:{t}" for f, t, _ in COMMITTED_SQL]
+)
+def test_committed_sql_puts_variables_in_only_as_sqlstring(raw: str) -> None:
+    """Grafana's sqlstring quotes each value and doubles its quotes; nothing else
+    it offers escapes a quote ($var, ${var}, ${var:regex}, [[var]])."""
+    refs = sql.references(raw)
+    assert [r.text for r in refs if not r.builtin] == ["${task_name:sqlstring}"] * 2
+    # Without the scanner too: every "$" starts a macro call or ${task_name:sqlstring}.
+    assert re.findall(r"\$(?!__\w+\(|\{task_name:sqlstring\})", raw) == []
+    assert "[[" not in raw
+    assert sql.problems(raw) == []
+    assert sql.relations(raw) <= sql.READER_RELATIONS
+
+
+@pytest.mark.parametrize(
+    ("raw", "problem"),
+    [
+        ("x IN ($task_name)", "$task_name: use ${task_name:sqlstring}"),
+        ("x IN (${task_name})", "${task_name}: use ${task_name:sqlstring}"),
+        ("x IN (${task_name:csv})", "${task_name:csv}: use ${task_name:sqlstring}"),
+        ("x IN ([[task_name]])", "[[task_name]]: use ${task_name:sqlstring}"),
+        ("x ~ '^(${task_name:regex})$'", "inside a string literal"),
+        ("x = '${task_name:sqlstring}'", "inside a string literal"),
+        ('SELECT 1 AS "${task_name:sqlstring}"', "inside a quoted identifier"),
+        ("x -- ${task_name:sqlstring}\n", "inside a comment"),
+        ("x = $q$${task_name:sqlstring}$q$", "inside a dollar-quoted string"),
+    ],
+)
+def test_unsafe_sql_variables_are_found(raw: str, problem: str) -> None:
+    assert any(problem in p for p in sql.problems(raw)), sql.problems(raw)
+
+
+def test_grafana_macros_and_sqlstring_are_safe() -> None:
+    raw = (
+        "SELECT 'it''s $x' FROM t WHERE $__timeFilter(created_at) AND a > $__timeFrom() "
+        "AND b IN (${task_name:sqlstring})"
+    )
+    assert sql.problems(raw) == ["$x inside a string literal: nothing escapes it there"]
+    assert sql.problems(raw.replace("$x", "x")) == []
+
+
+def test_the_task_all_value_reads_as_all_in_promql_and_in_sql() -> None:
+    """Grafana inserts a custom all value unformatted into both languages."""
+    for name in ("a", "app:task", "o'brien", "'", "x') OR true --"):
+        assert re.fullmatch(TASK_ALL_VALUE, name), name  # Prometheus anchors its regexes
+    assert f"'{TASK_ALL_LITERAL}'" == TASK_ALL_VALUE
+    assert "'" not in TASK_ALL_LITERAL
+    assert (
+        sql.interpolate(
+            "${task_name:sqlstring}", selected={"task_name": None}, all_values={"task_name": "'v'"}
+        )
+        == "'v'"
+    )
+
+
+def test_the_panels_read_the_view_that_grants_sql_gives_the_reader() -> None:
+    grants = (render.ASSETS / "postgres" / "grants.sql").read_text()
+    view = re.search(
+        rf"CREATE VIEW {sql.LOG_VIEW} AS\s+SELECT(.*?)FROM task_execution_logs;", grants, re.S
+    )
+    assert view is not None
+    columns = {c.strip() for c in view[1].split(",")}
+    assert "params" not in columns
+    assert "error_traceback" not in columns
+    for q in sql_queries():
+        assert sql.relations(q.sql) == {sql.LOG_VIEW}

@@ -1,9 +1,11 @@
 """Every Prometheus query of every dashboard panel, run against a real Prometheus
 scraping the real exporter service while a real worker (2 processes, Redis broker,
-PostgreSQL log) processes a workload with failures; and the failure-rate recording
-rule checked against the failure share the workload implies.
+PostgreSQL log) processes a workload with failures; the failure-rate recording
+rule checked against the failure share the workload implies; and every SQL panel
+run as Grafana's reader role, with the task_name variable as Grafana fills it in.
+Each component connects with its own role (exporter/assets/postgres/).
 
-Needs Redis, PostgreSQL, the ``prometheus`` binary and the ``taskiq-exporter``
+Needs Redis, PostgreSQL, psql, the ``prometheus`` binary and the ``taskiq-exporter``
 command: skipped locally when one is missing, a failure when ``CI`` is set.
 """
 
@@ -20,7 +22,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -30,17 +32,17 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from dashboards.common import TASK_ALL_VALUE
 from dashboards.config import DEFAULT
 from dashboards.queries import (
     panel_queries,
-    sql_queries,
     substitute,
-    substitute_sql,
     variable_queries,
 )
 from dashboards.recording import failed_ratio
 from dashboards.render import RULES_FILE
 from exporter.metrics import names as n
+from tests.integration.test_db_roles import Roles, create_roles, drop_roles, grant, panel_rows
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,10 +54,13 @@ PG_ADMIN = os.environ.get(
 # extrapolation cancels out in the ratio and the recording rule is exact.
 Plan = dict[str, tuple[int, int]]  # task -> range of its argument i
 PHASES: tuple[Plan, Plan] = (
-    {"ok": (0, 4), "flaky": (0, 4), "boom": (0, 2)},
-    {"ok": (4, 24), "flaky": (4, 44), "boom": (2, 10)},
+    {"ok": (0, 4), "flaky": (0, 4), "boom": (0, 2), "o'brien": (0, 4)},
+    {"ok": (4, 24), "flaky": (4, 44), "boom": (2, 10), "o'brien": (4, 24)},
 )
-EXPECTED_RATIO = {"live:ok": 0.0, "live:flaky": 0.25, "live:boom": 1.0}
+EXPECTED_RATIO = {"live:ok": 0.0, "live:flaky": 0.25, "live:boom": 1.0, "live:o'brien": 0.5}
+# What the task_name variable may hold: a name with a quote (Grafana's sqlstring
+# doubles it) and an attempt to break out of the SQL literal, which matches nothing.
+INJECTION = "x') OR true --"
 
 APP = """
 import os
@@ -82,6 +87,14 @@ async def flaky(i: int) -> int:
 @broker.task(task_name="live:boom")
 async def boom(i: int) -> int:
     raise RuntimeError(f"boom {i}")
+
+@broker.task(task_name="live:o'brien")
+async def obrien(i: int) -> int:
+    if i % 2 == 0:  # one attempt in two fails
+        raise LookupError(f"o'brien {i}")
+    return i
+
+TASKS = {"ok": ok, "flaky": flaky, "boom": boom, "o'brien": obrien}
 """
 PRODUCER = """
 import asyncio, json, sys
@@ -91,7 +104,7 @@ async def main(plan):
     await live_app.broker.startup()
     for name, (start, stop) in plan.items():
         for i in range(start, stop):
-            await getattr(live_app, name).kiq(i)
+            await live_app.TASKS[name].kiq(i)
     await live_app.broker.shutdown()
 
 asyncio.run(main(json.loads(sys.argv[1])))
@@ -136,7 +149,8 @@ def _wait(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
 
 
 @pytest.fixture
-def database() -> Iterator[str]:
+def roles() -> Iterator[Roles]:
+    """A fresh database and its four roles (roles.sql), dropped after the test."""
     asyncpg = pytest.importorskip("asyncpg")
     name = f"taskiq_live_{uuid.uuid4().hex[:8]}"
 
@@ -151,9 +165,15 @@ def database() -> Iterator[str]:
         asyncio.run(admin(f"CREATE DATABASE {name}"))
     except (OSError, asyncpg.PostgresError) as exc:
         _need(False, f"PostgreSQL at {PG_ADMIN} ({exc})")
+    _need(shutil.which("psql") is not None, "psql (apt-get install postgresql-client)")
     base = PG_ADMIN.replace("postgresql://", "postgresql+asyncpg://").rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    made = Roles.random(f"{base}/{name}")
+    try:
+        create_roles(made)
+        yield made
+    finally:
+        asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        drop_roles(made)
 
 
 Spawn = Callable[..., subprocess.Popen[bytes]]
@@ -243,7 +263,7 @@ class Prometheus:
 
 
 def test_every_panel_query_returns_data_from_a_live_prometheus(
-    tmp_path: Path, database: str, spawn: Spawn
+    tmp_path: Path, roles: Roles, spawn: Spawn
 ) -> None:
     exporter, prometheus = _cli("taskiq-exporter"), shutil.which("prometheus")
     _need(exporter is not None, "the taskiq-exporter command (pip install -e .)")
@@ -260,24 +280,30 @@ def test_every_panel_query_returns_data_from_a_live_prometheus(
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]),
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
-        "TASKIQ_EXPORTER_DATABASE_URL": database,
         "LIVE_REDIS_URL": REDIS,
         "LIVE_QUEUE": f"taskiq-exporter-live-{uuid.uuid4().hex[:8]}",
     }
-    migrate = subprocess.run([exporter, "db", "upgrade"], env=env, capture_output=True, check=False)
+
+    def as_role(kind: str) -> dict[str, str]:
+        return {**env, "TASKIQ_EXPORTER_DATABASE_URL": roles.url(kind)}
+
+    migrate = subprocess.run(
+        [exporter, "db", "upgrade"], env=as_role("owner"), capture_output=True, check=False
+    )
     assert migrate.returncode == 0, migrate.stderr.decode()
+    grant(roles)
 
     port = _port()
     service = f"127.0.0.1:{port}"
     serve = ("serve", "--host", "127.0.0.1", "--port", str(port))
-    spawn(exporter, *serve, env=env, log=tmp_path / "serve.log")
+    spawn(exporter, *serve, env=as_role("service"), log=tmp_path / "serve.log")
     worker = ("worker", "live_app:broker", "--workers", "2")  # wraps `taskiq worker`
-    spawn(exporter, *worker, env=env, log=tmp_path / "worker.log")
+    spawn(exporter, *worker, env=as_role("writer"), log=tmp_path / "worker.log")
     _wait(lambda: httpx.get(f"http://{service}/readyz", timeout=2).status_code == 200, "/readyz")
 
     def produce(plan: Plan) -> None:
         producer = [sys.executable, str(tmp_path / "live_producer.py"), json.dumps(plan)]
-        run = subprocess.run(producer, env=env, capture_output=True, check=False)
+        run = subprocess.run(producer, env=as_role("writer"), capture_output=True, check=False)
         assert run.returncode == 0, run.stderr.decode()
         _wait(lambda: _completed(f"http://{service}/metrics") == _totals(plan), f"{plan} to run")
 
@@ -301,23 +327,28 @@ def test_every_panel_query_returns_data_from_a_live_prometheus(
         assert body["status"] == "success", body
         assert body["data"], f"{v.dashboard}: variable {v.variable} has no values"
 
-    asyncpg = pytest.importorskip("asyncpg")
-    start, end = (time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t)) for t in (0, time.time()))
-
-    async def rows(sql: str) -> int:
-        conn = await asyncpg.connect(database.replace("postgresql+asyncpg", "postgresql"))
-        try:
-            return len(await conn.fetch(sql))
-        finally:
-            await conn.close()
-
-    for sq in sql_queries():
-        got = asyncio.run(rows(substitute_sql(sq.sql, start=start, end=end, task_name="live:.+")))
-        assert got > 0, f"{sq.dashboard} / {sq.panel} returned no row"
+    # The SQL panels as Grafana's reader role, with the task_name variable set to
+    # "All", one task, two tasks (one with a quote) and an injection attempt.
+    selections: list[tuple[Sequence[str] | None, set[str] | None]] = [
+        (None, None),
+        (["live:flaky"], {"live:flaky"}),
+        (["live:ok", "live:o'brien"], {"live:ok", "live:o'brien"}),
+        ([INJECTION], set()),
+    ]
+    for selected, names in selections:
+        for panel, got in asyncio.run(panel_rows(roles.url("reader"), selected)):
+            found = {r["task_name"] for r in got}
+            if names is None:
+                assert got, f"{panel} returned no row for All"
+            elif names:
+                assert found, f"{panel} returned no row for {selected}"
+                assert found <= names, f"{panel}: {found} for {selected}"
+            else:
+                assert got == [], f"{panel}: {selected} matched {found}"
 
     empty = []
     for q in panel_queries():
-        task = "live:flaky" if q.dashboard == "taskiq-task-detail" else ".+"
+        task = "live:flaky" if q.dashboard == "taskiq-task-detail" else TASK_ALL_VALUE
         expr = substitute(q.expr, rate_interval="1m", job=DEFAULT.job, task_name=task)
         body = prom.query_range(expr)
         assert body["status"] == "success", f"{q.dashboard} / {q.panel}: {expr}: {body}"
