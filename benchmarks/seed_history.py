@@ -22,10 +22,17 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex
 
-from exporter.store.hourly import backfill_statement
 from exporter.store.migrate import upgrade
 from exporter.store.models import TaskExecutionLog
 from exporter.store.pg_admin import asyncpg_dsn, ensure_database
+
+# The hourly rollups as the minute rollups sum them (what the triggers keep true).
+HOURLY_BACKFILL = """
+INSERT INTO task_execution_rollups_hourly (bucket_start, task_name, status, count, duration_ms_sum)
+SELECT date_trunc('hour', bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', task_name, status,
+       sum(count), sum(duration_ms_sum)
+FROM task_execution_rollups GROUP BY 1, 2, 3
+"""
 
 TASK_NAMES = tuple(
     f"app.tasks:{n}"
@@ -156,7 +163,7 @@ async def seed(
         # one statement instead (replica mode skips triggers in this session only).
         await conn.execute("SET session_replication_role = replica")
         await conn.execute(ROLLUPS)
-        await conn.execute(backfill_statement("postgresql"))
+        await conn.execute(HOURLY_BACKFILL)
         await conn.execute("SET session_replication_role = DEFAULT")
         progress.line("rollups built")
         await conn.execute(

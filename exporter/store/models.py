@@ -17,7 +17,6 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
-    event,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -134,7 +133,7 @@ def utcnow() -> datetime:
 
 class TaskExecutionRollupHourly(Base):
     """The minute rollups summed per hour, kept equal to them by triggers
-    (exporter.store.hourly): windows and counts over weeks read ~700x fewer rows."""
+    (kept by triggers, see docs/design.md): windows and counts over weeks read ~700x fewer rows."""
 
     __tablename__ = "task_execution_rollups_hourly"
 
@@ -143,14 +142,3 @@ class TaskExecutionRollupHourly(Base):
     status: Mapped[str] = mapped_column(String(16), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, nullable=False)
     duration_ms_sum: Mapped[float] = mapped_column(Float, nullable=False)
-
-
-def _create_hourly_triggers(_table: Any, connection: Any, **_kw: Any) -> None:
-    # create_all (tests, the embedded demo) gets the same triggers as the migration.
-    from exporter.store.hourly import create_statements
-
-    for statement in create_statements(connection.dialect.name):
-        connection.exec_driver_sql(statement)
-
-
-event.listen(TaskExecutionRollupHourly.__table__, "after_create", _create_hourly_triggers)

@@ -17,7 +17,7 @@ depends_on: str | Sequence[str] | None = None
 
 TIMESTAMP = sa.DateTime(timezone=True)
 
-# Frozen copies of exporter.store.hourly at this revision.
+# The trigger DDL at this revision (the migrations are its only source).
 PG_FUNCTION = """
 CREATE OR REPLACE FUNCTION task_execution_rollups_to_hourly() RETURNS trigger
 LANGUAGE plpgsql AS $$

@@ -18,7 +18,7 @@ down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Frozen copies of exporter.store.hourly at this revision.
+# The trigger DDL at this revision (the migrations are its only source).
 _HOUR = "date_trunc('hour', bucket_start AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'"
 _NEW = "SELECT bucket_start, task_name, status, count, duration_ms_sum FROM new_rows"
 _OLD = (
