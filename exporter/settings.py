@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import ipaddress
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+from exporter.middleware.redaction import key_words
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///taskiq_exporter.sqlite3"
 # The drivers the store is written for, and the bare schemes that mean them.
@@ -16,16 +24,33 @@ _SCHEMES = {"postgresql": DRIVERS[0], "postgres": DRIVERS[0], "sqlite": DRIVERS[
 # otherwise: one default, so that the two agree out of the box.
 DEFAULT_MULTIPROC_DIR = "/tmp/taskiq-exporter-metrics"  # noqa: S108 - a per-host scratch directory
 
+# Argument names and keys whose values are never stored. An entry matches a key
+# by words, not by substring (`pass` matches `db_pass`, not `passenger`); the rule,
+# its allow-list and the value patterns are in exporter/middleware/redaction.py,
+# what it cannot find in docs/security.md.
 DEFAULT_SECRET_KEYS: tuple[str, ...] = (
     "password",
     "passwd",
+    "pass",
+    "pwd",
+    "passphrase",
     "secret",
+    "client_secret",
     "token",
+    "jwt",
     "api_key",
     "apikey",
-    "authorization",
-    "cookie",
+    "access_key",
     "private_key",
+    "auth",
+    "authorization",
+    "credential",
+    "credentials",
+    "cookie",
+    "session",
+    "signature",
+    "dsn",
+    "connection_string",
 )
 
 # 5 ms to 10 min, roughly x2.5 per step: enough resolution for p50/p95/p99.
@@ -67,6 +92,77 @@ DEFAULT_QUEUE_WAIT_BUCKETS: tuple[float, ...] = (
 )
 
 
+# `serve` refuses a shorter bearer token; an embedding app logs a warning.
+MIN_TOKEN_LENGTH = 16
+GENERATE_HINT = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' prints one"
+TOKEN_FIELDS = ("api_token", "metrics_token")
+
+
+def check_token(token: str) -> str:
+    """``token`` without surrounding whitespace (a bearer header is read the same
+    way); an empty one would turn authentication off, so it is an error."""
+    token = token.strip()
+    if not token:
+        raise ValueError(
+            f"empty or blank: set a token of at least {MIN_TOKEN_LENGTH} characters "
+            f"({GENERATE_HINT}), or unset the variable to serve without one"
+        )
+    if not (token.isascii() and token.isprintable()):
+        raise ValueError("must be printable ASCII (it travels in an HTTP header)")
+    return token
+
+
+def read_token(path: Path) -> str:
+    """The token a file holds (a trailing newline is not part of it)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text") from None
+    try:
+        return check_token(text)
+    except ValueError as exc:
+        raise ValueError(f"the token in {path} is {exc}") from None
+
+
+def _comma_separated(value: Any) -> Any:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def host_pattern(value: str) -> str:
+    """A name the Host header may give: lower case, an IPv6 address without brackets."""
+    name = value.strip().lower().removeprefix("[").removesuffix("]")
+    bare = name.removeprefix("*.")
+    try:
+        ipaddress.ip_address(bare)
+        ok = name == bare
+    except ValueError:
+        ok = name == "*" or (bool(bare) and all(c.isalnum() or c in "-." for c in bare))
+    if not ok or not name.isascii():
+        raise ValueError(
+            f"{value[:80]!r} is not a host name: give names such as exporter.example.com, "
+            "10.0.0.5 or *.example.com, without a scheme or a port"
+        )
+    return name
+
+
+def origin_pattern(value: str) -> str:
+    """An origin as browsers send it: ``scheme://host[:port]``, lower case."""
+    origin = value.strip().lower().rstrip("/")
+    if origin == "*":
+        return origin
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+        raise ValueError(
+            f"{value[:80]!r} is not an origin: give it as https://grafana.example.com "
+            "or http://10.0.0.5:3000"
+        )
+    return origin
+
+
 class ExporterSettings(BaseSettings):
     """Every knob of the exporter; each is also a ``TASKIQ_EXPORTER_*`` variable."""
 
@@ -89,6 +185,10 @@ class ExporterSettings(BaseSettings):
     flush_interval_seconds: float = Field(0.05, gt=0, le=3600)
     batch_size: int = Field(5_000, ge=1, le=100_000)
     max_buffer_rows: int = Field(100_000, ge=1)
+    # Rows of failures carry tracebacks: 100,000 of them would be gigabytes.
+    max_buffer_bytes: int = Field(
+        256 * 2**20, ge=2**20, description="estimated bytes of log rows a process buffers"
+    )
     retry_backoff_initial_seconds: float = Field(0.2, gt=0)
     retry_backoff_max_seconds: float = Field(10.0, gt=0)
     # Below taskiq worker's default --shutdown-timeout (5 s), so that what cannot be
@@ -107,15 +207,55 @@ class ExporterSettings(BaseSettings):
     # Maintenance (run by the service; one replica at a time on PostgreSQL)
     maintenance: bool = Field(True, description="run the orphan reaper and retention job")
     orphan_timeout_seconds: float = Field(3_600.0, gt=0)
+    # Longer than any queue backlog should last: a PENDING row this old was lost.
+    pending_timeout_seconds: float = Field(
+        86_400.0, gt=0, description="fail PENDING attempts no worker started within this"
+    )
     reaper_interval_seconds: float = Field(60.0, gt=0)
     retention_days: float = Field(30.0, gt=0)
     retention_batch_rows: int = Field(10_000, ge=1)
     retention_interval_seconds: float = Field(3_600.0, gt=0)
+    # Live events (WS /api/v1/monitoring/events)
+    events_max_connections: int = Field(200, ge=1, description="open event streams in all")
+    events_max_connections_per_client: int = Field(
+        20, ge=1, description="open event streams per remote address"
+    )
+    events_max_replay_age_seconds: float = Field(
+        3_600.0, gt=0, description="how far back since= replays (never before retention_days)"
+    )
+    events_max_replay_rows: int = Field(
+        5_000, ge=1, le=100_000, description="rows one since= replay sends before it stops"
+    )
+    events_queue_size: int = Field(
+        10_000, ge=1, le=1_000_000, description="events queued per stream for a slow client"
+    )
     # Service
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    api_token: SecretStr | None = None
-    metrics_token: SecretStr | None = None
+    api_token: SecretStr | None = Field(
+        None, description="bearer token for /api and the WebSocket (none: the API is open)"
+    )
+    api_token_file: Path | None = Field(
+        None, description="a file holding the API token (instead of TASKIQ_EXPORTER_API_TOKEN)"
+    )
+    metrics_token: SecretStr | None = Field(None, description="bearer token for /metrics")
+    metrics_token_file: Path | None = Field(
+        None,
+        description="a file holding the metrics token (instead of TASKIQ_EXPORTER_METRICS_TOKEN)",
+    )
+    # None: an embedding app leaves the Host header to its host application; the
+    # commands (`serve`, `demo`) always check it (exporter.cli.options.settings_from).
+    allowed_hosts: Annotated[tuple[str, ...] | None, NoDecode] = Field(
+        None,
+        description="comma-separated names a request's Host header may give, besides "
+        "localhost, 127.0.0.1, ::1 and the address bound; *.example.com for a domain's "
+        "subdomains, * for any",
+    )
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="comma-separated origins (https://grafana.example.com) whose pages may "
+        "open the WebSocket, besides those on an allowed host; * for any",
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -143,8 +283,78 @@ class ExporterSettings(BaseSettings):
     @field_validator("secret_keys")
     @classmethod
     def _lower_keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        return tuple(k.lower() for k in value)
+        # Words joined by "_", lower case: "sessionToken" and "Session-Token" are
+        # "session_token" (the rule compares words: exporter/middleware/redaction.py).
+        words = ("_".join(key_words(k)) for k in value)
+        return tuple(dict.fromkeys(w for w in words if w))
+
+    @field_validator(*TOKEN_FIELDS)
+    @classmethod
+    def _usable_token(cls, value: SecretStr | None) -> SecretStr | None:
+        return None if value is None else SecretStr(check_token(value.get_secret_value()))
+
+    @field_validator("api_token_file", "metrics_token_file")
+    @classmethod
+    def _readable_token_file(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            read_token(value)
+        return value
+
+    @model_validator(mode="after")
+    def _tokens_from_files(self) -> ExporterSettings:
+        for name in TOKEN_FIELDS:
+            path: Path | None = getattr(self, f"{name}_file")
+            if path is None:
+                continue
+            if getattr(self, name) is not None:
+                var = f"TASKIQ_EXPORTER_{name.upper()}"
+                raise ValueError(
+                    f"both {var} and a token file ({var}_FILE or --{name.replace('_', '-')}"
+                    "-file) are set: keep one"
+                )
+            setattr(self, name, SecretStr(read_token(path)))
+        return self
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        return _comma_separated(value)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if value is None else tuple(host_pattern(v) for v in value)
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(origin_pattern(v) for v in value)
+
+    def short_tokens(self) -> list[str]:
+        """The token settings that are set but shorter than MIN_TOKEN_LENGTH."""
+        short = []
+        for name in TOKEN_FIELDS:
+            token = getattr(self, name)
+            if isinstance(token, SecretStr):  # else a str set through model_copy
+                token = token.get_secret_value()
+            if token is not None and len(token) < MIN_TOKEN_LENGTH:
+                short.append(name)
+        return short
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        # repr() and str() of the settings end up in logs and tracebacks: no password.
+        for name, value in super().__repr_args__():
+            if name == "database_url" and isinstance(value, str):
+                value = _hide_password(value)
+            yield name, value
 
     @property
     def is_postgres(self) -> bool:
         return self.database_url.startswith("postgresql")
+
+
+def _hide_password(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "***"

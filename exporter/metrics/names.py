@@ -19,6 +19,7 @@ TASKS_IN_PROGRESS = "taskiq_tasks_in_progress"
 # The log writer's own health.
 LOG_ROWS_WRITTEN = "taskiq_exporter_log_rows_written"
 LOG_ROWS_DROPPED = "taskiq_exporter_log_rows_dropped"
+LOG_TRACEBACKS_DROPPED = "taskiq_exporter_log_tracebacks_dropped"
 LOG_WRITE_ERRORS = "taskiq_exporter_log_write_errors"
 LOG_BUFFER_ROWS = "taskiq_exporter_log_buffer_rows"
 LOG_FLUSH_SECONDS = "taskiq_exporter_log_flush_seconds"
@@ -30,6 +31,13 @@ STORE_UP = "taskiq_exporter_store_up"
 BUILD_INFO = "taskiq_exporter_build_info"
 # 1 while /metrics falls back to prometheus_client's merge (metrics.prometheus_compat).
 PROMETHEUS_CLIENT_FALLBACK = "taskiq_exporter_prometheus_client_fallback"
+
+# The live events WebSocket, counted by the service (exporter.service.events_ws).
+EVENTS_CONNECTIONS = "taskiq_exporter_events_connections"
+EVENTS_CONNECTIONS_REFUSED = "taskiq_exporter_events_connections_refused"
+EVENTS_DROPPED = "taskiq_exporter_events_dropped"
+EVENTS_REPLAYS_TRUNCATED = "taskiq_exporter_events_replays_truncated"
+LABEL_REASON = "reason"  # why a connection was refused: a fixed set of values
 
 COMPLETED_STATUSES = ("success", "failed")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
+from collections.abc import Callable
 from time import perf_counter, time, time_ns
 from typing import Any
 
@@ -37,6 +37,7 @@ from exporter.middleware.rows import (
 )
 from exporter.middleware.runtime import Runtime
 from exporter.middleware.sanitize import EMPTY_PARAMS, describe_exception, safe_str
+from exporter.processes import worker_host
 from exporter.settings import ExporterSettings
 
 logger = logging.getLogger(__name__)
@@ -91,13 +92,14 @@ class MonitoringMiddleware(TaskiqMiddleware):
         self._tally = self.runtime.aggregator.task
         self._tallies = self.runtime.aggregator.tasks
         self._params = self.runtime.params
+        self._params.find_task = self._task_function
         self._record_pending = settings.record_pending
         self._rows = self._buffer.rows  # the same dict for the buffer's lifetime
         # Keyed by id(message): retry middlewares re-kick with the *same* labels
         # dict, so after on_error the labels already name the next attempt.
         self._active: dict[int, _Started] = {}
         self._errors: dict[int, tuple[str, str]] = {}
-        self._host = socket.gethostname()
+        self._host = worker_host()  # with its pid namespace: exporter.processes
         self._pid = os.getpid()
         # Wall-clock time is perf_counter() plus this offset: one clock call per hook
         # instead of two. Read again before every flush, so a stepped wall clock
@@ -127,7 +129,16 @@ class MonitoringMiddleware(TaskiqMiddleware):
         args, kwargs = fields["args"], fields["kwargs"]
         if not args and not kwargs:
             return EMPTY_PARAMS
-        return self._params.encode(args, kwargs)
+        return self._params.encode(args, kwargs, fields["task_name"])
+
+    def _task_function(self, name: str) -> Any:
+        """The function behind a task name, if this process knows it (its
+        positional arguments are checked under their parameters' names)."""
+        task = self.broker.find_task(name) if self.broker is not None else None
+        return getattr(task, "original_func", None)
+
+    def _error_redactor(self, fields: dict[str, Any]) -> Callable[[str], str]:
+        return self._params.error_redactor(fields["args"], fields["kwargs"], fields["task_name"])
 
     # Client side ---------------------------------------------------------------
 
@@ -135,6 +146,10 @@ class MonitoringMiddleware(TaskiqMiddleware):
         labels = message.labels
         labels[SENT_AT_LABEL] = time_ns() // 1000
         if not self._record_pending:
+            labels[NO_PARAMS_LABEL] = 1
+        elif message.args and self._params.positional(message.task_name) is None:
+            # Sent by name from a process that does not know the task: which
+            # positional argument is a password is known only in the worker.
             labels[NO_PARAMS_LABEL] = 1
         return message
 
@@ -157,15 +172,16 @@ class MonitoringMiddleware(TaskiqMiddleware):
             if row is None:
                 sent = labels.get(SENT_AT_LABEL)
                 sent = sent * 1e-6 if sent.__class__ is int else (sent_at(sent) or time())
-                self._buffer.admit(key, [task_id, attempt, name, PENDING,
-                                         self._encode_params(fields), sent, None, None,
-                                         None, None, None, None, None, None, sent])  # fmt: skip
+                params = None if NO_PARAMS_LABEL in labels else self._encode_params(fields)
+                self._buffer.admit(key, [task_id, attempt, name, PENDING, params, sent,
+                                         None, None, None, None, None, None, None, None,
+                                         sent])  # fmt: skip
                 return
             # The worker ran it already (an in-place broker) or the writer has not
             # taken the row yet: fill in what only the sender knows.
             if row[QUEUED_AT] is None:
                 row[QUEUED_AT] = sent_at(labels.get(SENT_AT_LABEL)) or time()
-            if row[PARAMS] is None:
+            if row[PARAMS] is None and NO_PARAMS_LABEL not in labels:
                 row[PARAMS] = self._encode_params(fields)
         except Exception:
             logger.exception("taskiq-exporter: post_send failed (the task was sent)")
@@ -254,6 +270,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 exception,
                 max_message_bytes=s.max_error_message_bytes,
                 max_traceback_bytes=s.max_traceback_bytes,
+                redact=self._error_redactor(message.__dict__),
             )
         except Exception:
             logger.exception("taskiq-exporter: on_error failed")
@@ -275,7 +292,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 duration = float(result.execution_time)
             error = self._errors.pop(id(message), None) if self._errors else None
             if error is None and result.is_err and not isinstance(result.error, NoResultError):
-                error = (safe_str(result.error)[: self.settings.max_error_message_bytes], "")
+                text = self._error_redactor(fields)(safe_str(result.error))
+                error = (text[: self.settings.max_error_message_bytes], "")
             # Durations are bucketed when the tallies are applied.
             if error is None:
                 status = SUCCESS

@@ -85,7 +85,11 @@ async def test_success_failure_and_params_are_logged(store_url: str) -> None:
 
     ok, boom = await rows(store_url)
     assert (ok.task_name, ok.status, ok.attempt) == ("t:ok", "success", 1)
-    assert ok.params == {"args": [1], "kwargs": {"creds": {"password": "***", "user": "ann"}}}
+    assert ok.params == {
+        "args": [1],
+        "kwargs": {"creds": {"password": "***", "user": "ann"}},
+        "_redacted": ["kwargs.creds.password"],
+    }
     assert ok.error_message is None
     assert ok.error_traceback is None
     assert ok.started_at is not None
