@@ -1,7 +1,10 @@
+import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from starlette._utils import get_route_path
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -11,7 +14,15 @@ from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from exporter.service.auth import BearerAuthMiddleware, route_path
+from exporter.cli.options import settings_message
+from exporter.service.app import create_app, lifespan_of
+from exporter.service.auth import (
+    BearerAuthMiddleware,
+    QueryStringFilter,
+    hide_query_strings,
+    route_path,
+)
+from exporter.settings import ExporterSettings
 from tests.support import serving
 
 
@@ -155,3 +166,121 @@ async def test_paths_it_cannot_classify_need_a_token(path: str) -> None:
 async def test_public_paths_need_no_token(path: str) -> None:
     app = make_app(api_token="api", metrics_token="scrape")
     assert (await get(app, path)).status_code != 401
+
+
+# Auth fails closed: an empty token is a mistake, never "no token".
+
+
+@pytest.mark.parametrize("field", ["api_token", "metrics_token"])
+@pytest.mark.parametrize("empty", ["", "   ", "\n"])
+def test_an_empty_token_is_refused_by_the_middleware(field: str, empty: str) -> None:
+    with pytest.raises(ValueError, match=f"{field} is empty"):
+        make_app(**{field: empty})
+
+
+@pytest.mark.parametrize("empty", ["", "  \t"])
+def test_an_empty_token_setting_is_a_configuration_error(
+    empty: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TASKIQ_EXPORTER_API_TOKEN", empty)
+    with pytest.raises(ValidationError) as info:
+        ExporterSettings()
+    message = settings_message(info.value)
+    assert message.startswith("invalid TASKIQ_EXPORTER_API_TOKEN: empty or blank")
+    assert "at least 16 characters" in message
+
+
+def test_a_token_is_read_without_surrounding_whitespace(tmp_path: Path) -> None:
+    path = tmp_path / "token"
+    path.write_text("a-long-enough-token-1234\n")
+    settings = ExporterSettings(api_token_file=path, metrics_token=" scrape-token-12345 ")  # type: ignore[arg-type]
+    assert settings.api_token is not None
+    assert settings.metrics_token is not None
+    assert settings.api_token.get_secret_value() == "a-long-enough-token-1234"
+    assert settings.metrics_token.get_secret_value() == "scrape-token-12345"
+    assert settings.short_tokens() == []
+    assert ExporterSettings(api_token="short").short_tokens() == ["api_token"]  # type: ignore[arg-type]
+
+
+def test_token_file_errors_name_the_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def message(**env: str) -> str:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        with pytest.raises(ValidationError) as info:
+            ExporterSettings()
+        for name in env:
+            monkeypatch.delenv(name)
+        return settings_message(info.value)
+
+    missing = tmp_path / "missing"
+    assert message(TASKIQ_EXPORTER_METRICS_TOKEN_FILE=str(missing)) == (
+        f"invalid TASKIQ_EXPORTER_METRICS_TOKEN_FILE: cannot read {missing}: "
+        "No such file or directory"
+    )
+    blank = tmp_path / "blank"
+    blank.write_text("\n")
+    assert message(TASKIQ_EXPORTER_API_TOKEN_FILE=str(blank)).startswith(
+        f"invalid TASKIQ_EXPORTER_API_TOKEN_FILE: the token in {blank} is empty or blank"
+    )
+    token = tmp_path / "token"
+    token.write_text("a-long-enough-token-1234")
+    both = message(TASKIQ_EXPORTER_API_TOKEN_FILE=str(token), TASKIQ_EXPORTER_API_TOKEN="x" * 20)
+    assert "both TASKIQ_EXPORTER_API_TOKEN and a token file" in both
+    assert "a-long-enough-token-1234" not in both
+
+
+async def test_a_token_set_as_a_plain_string_still_protects(sqlite_store: str) -> None:
+    settings = ExporterSettings(database_url=sqlite_store)
+    # model_copy skips validation: a str where a SecretStr belongs must not mean "open".
+    app = create_app(settings.model_copy(update={"api_token": "a-plain-string-token"}))
+    async with lifespan_of(app):
+        assert (await get(app, "/api/v1/monitoring/history")).status_code == 401  # type: ignore[arg-type]
+        response = await get(app, "/api/v1/monitoring/history", "a-plain-string-token")  # type: ignore[arg-type]
+        assert response.status_code == 200
+
+
+async def test_a_short_token_is_warned_about(
+    sqlite_store: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = ExporterSettings(database_url=sqlite_store, metrics_token="short")  # type: ignore[arg-type]
+    app = create_app(settings)
+    with caplog.at_level(logging.WARNING, logger="exporter.service.app"):
+        async with lifespan_of(app):
+            pass
+    assert [r.getMessage() for r in caplog.records] == [
+        "TASKIQ_EXPORTER_METRICS_TOKEN is shorter than 16 characters: use a longer one "
+        "(python3 -c 'import secrets; print(secrets.token_urlsafe(32))' prints one)"
+    ]
+
+
+# Tokens do not leak.
+
+
+def test_the_query_string_filter_hides_the_token() -> None:
+    record = logging.LogRecord(
+        "uvicorn.error", logging.INFO, __file__, 1,
+        '%s - "WebSocket %s" [accepted]',
+        ("127.0.0.1:5555", "/api/v1/monitoring/events?since=x&token=s3cret"), None,
+    )  # fmt: skip
+    assert QueryStringFilter().filter(record)
+    assert record.getMessage() == (
+        '127.0.0.1:5555 - "WebSocket /api/v1/monitoring/events?[hidden]" [accepted]'
+    )
+
+
+def test_hide_query_strings_installs_one_filter_per_logger() -> None:
+    logger = logging.getLogger("tests.hide-query-strings")
+    hide_query_strings(("tests.hide-query-strings",))
+    hide_query_strings(("tests.hide-query-strings",))
+    assert [type(f) for f in logger.filters] == [QueryStringFilter]
+    logger.removeFilter(logger.filters[0])
+
+
+def test_the_database_password_is_not_in_the_settings_repr() -> None:
+    settings = ExporterSettings(database_url="postgresql://u:hunter2@h/d")
+    assert settings.database_url == "postgresql+asyncpg://u:hunter2@h/d"
+    for text in (repr(settings), str(settings)):
+        assert "hunter2" not in text
+        assert "database_url='postgresql+asyncpg://u:***@h/d'" in text

@@ -1,3 +1,5 @@
+import base64
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -5,6 +7,7 @@ from starlette.datastructures import QueryParams
 
 from exporter.service.errors import BadRequest
 from exporter.service.params import (
+    MAX_ROW_ID,
     HistoryQuery,
     MetricsQuery,
     decode_cursor,
@@ -92,3 +95,28 @@ def test_cursor_round_trip() -> None:
     assert decode_cursor(encode_cursor(stamp, 99)) == (stamp, 99)
     with pytest.raises(ValueError, match="next_cursor"):
         decode_cursor("bm90IGpzb24")
+
+
+def raw_cursor(row_id: object, stamp: str = "2026-01-01T00:00:00+00:00") -> str:
+    raw = json.dumps([stamp, row_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("row_id", [2**63, 10**60, 0, -1, MAX_ROW_ID + 1])
+def test_a_cursor_row_id_beyond_bigint_is_a_bad_request(row_id: int) -> None:
+    message = error_of(HistoryQuery, f"cursor={raw_cursor(row_id)}")
+    assert message == "cursor must be a next_cursor value returned by this API"
+
+
+def test_the_largest_row_id_is_a_cursor() -> None:
+    assert history(f"cursor={raw_cursor(MAX_ROW_ID)}").cursor == raw_cursor(MAX_ROW_ID)
+    assert MAX_ROW_ID == 2**63 - 1
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [(HistoryQuery, "page"), (HistoryQuery, "page_size"), (MetricsQuery, "time_window")],
+)
+@pytest.mark.parametrize("value", [str(2**63), "1" + "0" * 60, "9" * 5000, "-1"])
+def test_huge_integers_name_the_parameter(model: type, name: str, value: str) -> None:
+    assert f"invalid query parameter '{name}'" in error_of(model, f"{name}={value}")

@@ -51,9 +51,15 @@ def settings_from(args: argparse.Namespace, *fields: str) -> ExporterSettings:
         if value is not None:
             overrides[field] = value
     try:
-        return ExporterSettings(**overrides)
+        settings = ExporterSettings(**overrides)
     except ValidationError as exc:
         raise CliError(settings_message(exc, flags=overrides), code=2) from exc
+    if settings.allowed_hosts is None:
+        # A command serves the app on its own: it checks the Host header against the
+        # loopback names and the address bound even when no more names are configured
+        # (an application that embeds the service usually checks Host itself).
+        settings = settings.model_copy(update={"allowed_hosts": ()})
+    return settings
 
 
 def settings_message(exc: ValidationError, *, flags: Iterable[str] = ()) -> str:

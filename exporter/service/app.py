@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,12 +18,16 @@ from exporter.maintenance.loop import run_maintenance
 from exporter.metrics.multiprocess import configured_dir, multiprocess_registry
 from exporter.service.auth import BearerAuthMiddleware
 from exporter.service.errors import exception_handlers
+from exporter.service.headers import SecurityHeadersMiddleware
+from exporter.service.hosts import HostCheckMiddleware, trusted_hosts
 from exporter.service.listener import PgListener
 from exporter.service.routes import routes
 from exporter.service.state import ServiceState
 from exporter.service.store_check import StoreCheck
-from exporter.settings import ExporterSettings
+from exporter.settings import GENERATE_HINT, MIN_TOKEN_LENGTH, ExporterSettings
 from exporter.store.engine import make_engine
+
+logger = logging.getLogger(__name__)
 
 
 def lifespan_of(app: Starlette) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -48,6 +53,18 @@ async def _maintain(store: StoreCheck, engine: AsyncEngine, settings: ExporterSe
     await run_maintenance(engine, settings)
 
 
+def _warn_about_tokens(settings: ExporterSettings) -> None:
+    # `serve` refuses a short token and warns about an open API; an embedding app
+    # (whose host may check access itself) is warned about what it set.
+    for name in settings.short_tokens():
+        logger.warning(
+            "TASKIQ_EXPORTER_%s is shorter than %d characters: use a longer one (%s)",
+            name.upper(),
+            MIN_TOKEN_LENGTH,
+            GENERATE_HINT,
+        )
+
+
 def create_app(
     settings: ExporterSettings,
     *,
@@ -67,6 +84,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        _warn_about_tokens(settings)
         # create=False: a SQLite file that does not exist yet is reported, not created.
         engine = make_engine(settings.database_url, create=False)
         store = StoreCheck(engine, settings.database_url)
@@ -105,15 +123,27 @@ def create_app(
             await engine.dispose()
 
     def secret(value: object) -> str | None:
+        # A plain string (set through model_copy) is a token too: never None by mistake.
+        if value is None:
+            return None
         get = getattr(value, "get_secret_value", None)
-        return get() if get else None
+        return str(get() if get else value)
 
+    # Outermost first: every answer gets the headers, a foreign Host or Origin is
+    # refused before the token is looked at.
     middleware = [
+        Middleware(SecurityHeadersMiddleware),
+        Middleware(
+            HostCheckMiddleware,
+            hosts=trusted_hosts(settings.host, settings.allowed_hosts),
+            check_host=settings.allowed_hosts is not None,
+            origins=settings.allowed_origins,
+        ),
         Middleware(
             BearerAuthMiddleware,
             api_token=secret(settings.api_token),
             metrics_token=secret(settings.metrics_token),
-        )
+        ),
     ]
     return Starlette(
         routes=routes(),

@@ -7,13 +7,17 @@ token) when one is set: what the middleware cannot classify is not served openly
 Paths are taken relative to the app's root, as the router matches them, so that
 the app mounted under a prefix or served with a root path is protected the same.
 Browsers cannot put headers on a WebSocket, so the WebSocket also accepts
-``?token=`` (it may end up in proxy logs: prefer the header).
+``?token=`` (it may end up in proxy logs: prefer the header). uvicorn logs every
+WebSocket handshake with its query string: ``serve`` installs
+:class:`QueryStringFilter` (:func:`hide_query_strings`), and an application that
+embeds the service under uvicorn should call :func:`hide_query_strings` too.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import logging
 from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -64,9 +68,13 @@ class BearerAuthMiddleware:
     def __init__(
         self, app: ASGIApp, *, api_token: str | None = None, metrics_token: str | None = None
     ) -> None:
+        for name, token in (("api_token", api_token), ("metrics_token", metrics_token)):
+            if token is not None and not token.strip():
+                # An empty token must not quietly serve everything.
+                raise ValueError(f"{name} is empty: pass None to serve without a token")
         self.app = app
-        self.api_token = api_token or None
-        self.metrics_token = metrics_token or None
+        self.api_token = api_token
+        self.metrics_token = metrics_token
 
     def _expected(self, path: str) -> str | None:
         """The token ``path`` needs, None when it is open."""
@@ -115,3 +123,34 @@ async def deny_websocket(scope: Scope, send: Send, status: int, message: str) ->
         await send_json_error(send, status, message, prefix="websocket.http")
     else:
         await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
+
+
+# Where uvicorn logs each WebSocket handshake ('%s - "WebSocket %s" [accepted]',
+# client and path with its query string) and each request of its access log.
+UVICORN_LOGGERS = ("uvicorn.error", "uvicorn.access")
+
+
+class QueryStringFilter(logging.Filter):
+    """Cuts the query string off every path argument of a log record (a ``str``
+    argument that starts with ``/``): ``?token=`` must not reach a log file."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_without_query(arg) for arg in record.args)
+        return True
+
+
+def _without_query(arg: object) -> object:
+    if isinstance(arg, str) and arg.startswith("/") and "?" in arg:
+        return arg.partition("?")[0] + "?[hidden]"
+    return arg
+
+
+def hide_query_strings(loggers: tuple[str, ...] = UVICORN_LOGGERS) -> None:
+    """Install :class:`QueryStringFilter` on uvicorn's loggers (once). A filter on a
+    logger is kept when uvicorn configures its logging, but call this after
+    ``uvicorn.Config(...)`` all the same when you pass a ``log_config`` of your own."""
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, QueryStringFilter) for f in logger.filters):
+            logger.addFilter(QueryStringFilter())

@@ -15,7 +15,13 @@ MAX_ID = 2**63 - 1
 
 
 def _log_id(raw: str) -> int:
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_ID:
+    # The length first: int() refuses (ValueError) strings past 4,300 digits.
+    if (
+        len(raw) > len(str(MAX_ID))
+        or not raw.isascii()
+        or not raw.isdigit()
+        or not 1 <= int(raw) <= MAX_ID
+    ):
         shown = raw if len(raw) <= 40 else raw[:40] + "..."
         raise BadRequest(
             f"invalid path parameter 'id': must be an integer from 1 to {MAX_ID} (got {shown!r})"

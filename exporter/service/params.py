@@ -25,6 +25,9 @@ from exporter.service.errors import BadRequest
 from exporter.store.models import TASK_NAME_MAX, TaskStatus
 
 MIN_DATE = datetime(1970, 1, 1, tzinfo=UTC)
+# The largest BIGINT (PostgreSQL) and INTEGER (SQLite): a row id beyond it fails in
+# the driver, not in the query. detail.py bounds the path's ids the same way.
+MAX_ROW_ID = 2**63 - 1
 MAX_DATE = datetime(9000, 1, 1, tzinfo=UTC)
 Q = TypeVar("Q", bound=BaseModel)
 
@@ -123,6 +126,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
         stamp, row_id = json.loads(raw)
         if not isinstance(row_id, int) or isinstance(row_id, bool):
             raise TypeError
+        if not 1 <= row_id <= MAX_ROW_ID:
+            raise ValueError
         return parse_datetime(stamp), row_id
     except (binascii.Error, ValueError, TypeError):
         raise ValueError("cursor must be a next_cursor value returned by this API") from None
