@@ -157,3 +157,44 @@ async def test_tail_resumes_after_a_restart_and_shows_every_event_once(
                 await consumer
     assert seen == [f"t{i}" for i in range(7)]
     assert capsys.readouterr().err.count("reconnecting...") == 1
+
+
+async def test_tail_pages_through_a_truncated_replay_and_loses_nothing(
+    sqlite_store: str, unused_port: Callable[[], int]
+) -> None:
+    """The service replays two rows at a time: tail reconnects from each
+    resume_from until it has shown every row written while it was away."""
+    hub = EventHub()
+    port = unused_port()
+    base = datetime.now(UTC)
+    rows = [log_row(task_id=f"t{i}", created_at=base + timedelta(seconds=i)) for i in range(8)]
+    seen: list[str] = []
+
+    async def tail() -> None:
+        async for event in follow(f"http://127.0.0.1:{port}", backoff=(0.05, 0.2)):
+            seen.append(event["data"]["task_id"])
+
+    async def until(count: int) -> None:
+        while len(set(seen)) < count:
+            await asyncio.sleep(0.01)
+
+    async def subscribed() -> None:
+        while hub.subscribers < 1:
+            await asyncio.sleep(0.01)
+
+    async with running_service(sqlite_store, hub=hub, events_max_replay_rows=2) as (app, _):
+        async with serving(app, port):
+            consumer = asyncio.create_task(tail())
+            await asyncio.wait_for(subscribed(), 10)
+            await insert_logs(sqlite_store, rows[:1])
+            hub.publish([event_of(rows[0])])
+            await asyncio.wait_for(until(1), 10)
+        await insert_logs(sqlite_store, rows[1:])  # seven rows: four pages of two
+        await asyncio.sleep(0.3)
+        async with serving(app, port):
+            await asyncio.wait_for(until(8), 20)
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
+    assert sorted(set(seen)) == [f"t{i}" for i in range(8)]
+    assert seen[:1] == ["t0"]

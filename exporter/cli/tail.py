@@ -96,6 +96,11 @@ class Cursor:
             self._shown.add(key)
         return True  # older than the cursor: a live event that came late
 
+    def rewind(self, stamp: str) -> None:
+        """Resume from ``stamp`` (the service says what it could not send from there
+        on): an event shown since may be shown again, none is lost."""
+        self.since, self._at, self._shown = stamp, datetime.fromisoformat(stamp), set()
+
 
 async def follow(
     url: str,
@@ -116,16 +121,24 @@ async def follow(
     delay = backoff[0]
     while True:
         endpoint = events_url(url, task_name=task_name, status=status, since=cursor.since)
+        resume = False
         try:
             async with connect(endpoint, additional_headers=headers) as ws:
                 opened, announced, delay = True, False, backoff[0]
                 async for raw in ws:
                     event = json.loads(raw)
-                    if event.get("type") == "replay_truncated":
-                        print("taskiq-exporter tail: too much missed; some events are not shown",
-                              file=sys.stderr)  # fmt: skip
-                    elif event.get("type") == "task_event" and cursor.is_new(event):
+                    kind = event.get("type")
+                    if kind == "task_event" and cursor.is_new(event):
                         yield event
+                    elif kind in ("replay_truncated", "events_dropped"):
+                        # Reconnect at once from the first event the service did not send.
+                        cursor.rewind(event["resume_from"])
+                        resume = True
+                        break
+                    elif kind == "replay_clamped":
+                        print(f"taskiq-exporter tail: the service replays events since "
+                              f"{event['since']} only; older ones are not shown",
+                              file=sys.stderr)  # fmt: skip
         except ConnectionClosed:
             pass
         except InvalidURI as exc:
@@ -136,6 +149,8 @@ async def follow(
         except (OSError, InvalidHandshake) as exc:
             if not opened:
                 raise CliError(f"cannot reach the service at {url}: {_reason(exc)}") from exc
+        if resume:
+            continue
         if not announced:
             print("taskiq-exporter tail: connection lost; reconnecting...", file=sys.stderr)
             announced = True

@@ -8,7 +8,8 @@ reported: a task that started and finished within one batch still yields its
 ``running`` event, and a row seen again yields nothing twice. While no client
 subscribes it reads nothing (a host's service mostly runs with nobody watching
 the live events): it only notes the newest stamp. It reconnects with backoff
-when the connection drops, then reports the rows changed meanwhile.
+when the connection drops, then reports the rows changed meanwhile (up to
+GAP_REPLAY_LIMIT; beyond, each subscriber is told where to resume from).
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from exporter.events import PG_CHANNEL, EventHub, TaskEvent, events_from_row, rank
-from exporter.service.replay import changed_rows, rows_at
+from exporter.service.replay import Replay, rows_at
 from exporter.store.pg_admin import asyncpg_dsn
 from exporter.store.queries import AnyRow, LogFilter
 
 logger = logging.getLogger(__name__)
 # Writers stamp updated_at before they commit: look back a little after a gap.
 GAP_OVERLAP = timedelta(seconds=5)
-GAP_REPLAY_LIMIT = 50_000
+GAP_REPLAY_LIMIT = 5_000  # then the subscribers are told to resume (EventHub.gap)
 APPLICATION_NAME = "taskiq-exporter-listener"
 REMEMBERED_ATTEMPTS = 100_000
 STAMPS_PER_READ = 500
@@ -115,18 +116,23 @@ class PgListener:
     async def _fill_gap(self, since: datetime) -> None:
         if not self.hub.subscribers:
             return  # nobody to tell (see _read)
-        rows = [
-            row
-            async for row in changed_rows(
-                self.engine,
-                since=since - GAP_OVERLAP,
-                log_filter=LogFilter(),
-                limit=GAP_REPLAY_LIMIT,
-            )
-        ]
+        replay = Replay(
+            self.engine, since=since - GAP_OVERLAP, log_filter=LogFilter(), limit=GAP_REPLAY_LIMIT
+        )
+        rows = [row async for row in replay.rows()]
         if rows:
             logger.info("listener: %d rows changed while disconnected", len(rows))
             self._publish(rows)
+        if replay.resume_from is not None:
+            # More changed than a subscriber's queue could take anyway: each is told
+            # where to resume from (events_dropped) instead of missing them silently.
+            logger.warning(
+                "listener: more than %d rows changed while disconnected; subscribers "
+                "are told to resume from %s",
+                GAP_REPLAY_LIMIT,
+                replay.resume_from.isoformat(),
+            )
+            self.hub.gap(replay.resume_from)
 
     async def _read(self, reader: AsyncConnection, first: datetime) -> None:
         stamps = {first}

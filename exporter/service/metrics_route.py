@@ -1,6 +1,6 @@
 """GET /metrics: every worker process of the host in one scrape, plus the service's
-own series: the gauges derived from the store (exporter.service.store_gauges) and
-``taskiq_exporter_build_info``."""
+own series: the gauges derived from the store (exporter.service.store_gauges), the
+live-event streams' (exporter.service.events_ws) and ``taskiq_exporter_build_info``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from starlette.responses import Response
 from exporter import __version__
 from exporter.metrics.multiprocess import exposition
 from exporter.metrics.names import BUILD_INFO
+from exporter.service.events_ws import event_families
 from exporter.service.state import get_state
 from exporter.service.store_gauges import families, store_families
 from exporter.store.models import utcnow
@@ -39,7 +40,7 @@ async def metrics(request: Request) -> Response:
         store = await store_families(state.engine)
     else:  # said at start-up already: the store is down, without a warning per scrape
         store = families(None, utcnow())
-    extra = [build_info(), *store]
+    extra = [build_info(), *store, *event_families(state.hub)]
     om = "application/openmetrics-text" in request.headers.get("accept", "")
     # In a thread: merging the workers' files must not stall the WebSocket streams.
     body = await asyncio.to_thread(exposition, state.registry, extra, openmetrics_format=om)

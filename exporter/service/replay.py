@@ -1,12 +1,13 @@
 """Events rebuilt from the store: the rows a batch's NOTIFY names (for the listener),
-and what a reconnecting client (or the listener after a lost connection) missed."""
+and what a reconnecting client (or the listener after a lost connection) missed,
+in bounded pages (:class:`Replay`)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from exporter.events import TaskEvent
@@ -57,29 +58,71 @@ async def rows_at(conn: AsyncConnection, *, stamps: Sequence[datetime]) -> Seque
     return (await conn.execute(query)).all()
 
 
-async def changed_rows(
-    engine: AsyncEngine, *, since: datetime, log_filter: LogFilter, limit: int
-) -> AsyncIterator[AnyRow]:
-    """Up to ``limit`` rows changed at or after ``since``, oldest change first, in pages."""
-    after: tuple[datetime, int] | None = None
-    sent = 0
-    while sent < limit:
-        async with engine.connect() as conn:
-            rows = await queries.changed_since(
-                conn, since=since, after=after, log_filter=log_filter, limit=min(PAGE, limit - sent)
-            )
-        for row in rows:
-            yield row
-        sent += len(rows)
-        if len(rows) < PAGE:
-            return
-        after = (rows[-1].updated_at, rows[-1].id)
+async def changed_page(
+    conn: AsyncConnection,
+    *,
+    since: datetime,
+    after: tuple[datetime, int] | None,
+    log_filter: LogFilter,
+    limit: int,
+) -> Sequence[AnyRow]:
+    """Up to ``limit`` rows changed at or after ``since`` and after the row ``after``
+    (its updated_at and id), oldest change first.
+
+    Whatever the filter, this is one range of the updated_at index, the filter
+    checked on the rows in it: the range is what keeps a replay cheap, so callers
+    bound ``since`` (the service's replay horizon).
+    """
+    conds = [log_filter.where(), LOG.updated_at >= since]
+    if after is not None:
+        stamp, row_id = after
+        conds += [LOG.updated_at >= stamp, or_(LOG.updated_at > stamp, LOG.id > row_id)]
+    query = select(*EVENT_COLUMNS).where(*conds).order_by(LOG.updated_at, LOG.id).limit(limit)
+    return (await conn.execute(query)).all()
 
 
-async def replay(
-    engine: AsyncEngine, *, since: datetime, log_filter: LogFilter, limit: int
-) -> AsyncIterator[TaskEvent]:
-    """Up to ``limit`` events for rows changed at or after ``since`` (inclusive: a
-    client may see its last event again, never lose one)."""
-    async for row in changed_rows(engine, since=since, log_filter=log_filter, limit=limit):
-        yield event_from_row(row)
+class Replay:
+    """The rows changed at or after ``since`` that match ``log_filter``, oldest change
+    first, a page at a time (no connection held between pages): ``limit`` rows, plus
+    the rest of the writer batch the limit falls in, since a batch's rows share one
+    updated_at and a ``since`` cannot point inside it.
+
+    When rows were left, :attr:`resume_from` is the updated_at of the first of them:
+    a replay from there continues exactly where this one stopped.
+    """
+
+    def __init__(
+        self, engine: AsyncEngine, *, since: datetime, log_filter: LogFilter, limit: int
+    ) -> None:
+        self.engine = engine
+        self.since = since
+        self.log_filter = log_filter
+        self.limit = limit
+        self.resume_from: datetime | None = None
+
+    async def rows(self) -> AsyncIterator[AnyRow]:
+        after: tuple[datetime, int] | None = None
+        sent = 0
+        last: datetime | None = None
+        while True:
+            # One row past the limit tells whether its batch goes on, or where to resume.
+            want = min(PAGE, self.limit - sent + 1) if sent < self.limit else PAGE
+            async with self.engine.connect() as conn:
+                rows = await changed_page(
+                    conn, since=self.since, after=after, log_filter=self.log_filter, limit=want
+                )
+            for row in rows:
+                if sent >= self.limit and row.updated_at != last:
+                    self.resume_from = row.updated_at
+                    return
+                yield row
+                sent += 1
+                last = row.updated_at
+            if len(rows) < want:
+                return
+            after = (rows[-1].updated_at, rows[-1].id)
+
+    async def events(self) -> AsyncIterator[TaskEvent]:
+        """One event per row, with the row's current status."""
+        async for row in self.rows():
+            yield event_from_row(row)

@@ -148,8 +148,14 @@ class TaskEventData(_Out):
 class TaskEventMessage(_Out):
     """A message of the /api/v1/monitoring/events WebSocket."""
 
-    type: Literal["task_event", "replay_truncated"]
+    type: Literal["task_event", "replay_clamped", "replay_truncated", "events_dropped"]
     task_name: str | None = None
     status: TaskStatus | None = None
     timestamp: str | None = None
     data: TaskEventData | None = None
+    # replay_clamped: where the replay starts (since) instead of where it was asked to
+    # (requested); replay_truncated and events_dropped: reconnect with since=resume_from.
+    since: str | None = None
+    requested: str | None = None
+    resume_from: str | None = None
+    dropped: int | None = Field(None, ge=1, description="events_dropped: how many")

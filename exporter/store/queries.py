@@ -165,24 +165,5 @@ async def active_summary(conn: AsyncConnection) -> list[tuple[str, int, datetime
     return [(str(s), int(n), oldest) for s, n, oldest in rows]
 
 
-async def changed_since(
-    conn: AsyncConnection,
-    *,
-    since: datetime,
-    after: tuple[datetime, int] | None,
-    log_filter: LogFilter,
-    limit: int,
-) -> Sequence[AnyRow]:
-    """Rows whose updated_at >= since, oldest change first, keyset-paged by
-    (updated_at, id) after ``after``; for replaying events a client missed."""
-    conds = [log_filter.where(), LOG.updated_at >= since]
-    if after is not None:
-        stamp, row_id = after
-        conds.append(LOG.updated_at >= stamp)
-        conds.append(or_(LOG.updated_at > stamp, LOG.id > row_id))
-    query = select(*SUMMARY_COLUMNS).where(*conds).order_by(LOG.updated_at, LOG.id).limit(limit)
-    return (await conn.execute(query)).all()
-
-
 async def ping(conn: AsyncConnection) -> None:
     await conn.execute(select(literal_column("1")))

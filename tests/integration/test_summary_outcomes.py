@@ -67,7 +67,9 @@ def retry_rows() -> list[dict[str, Any]]:
 @pytest.fixture
 async def api(store_url: str) -> Any:
     await insert_logs(store_url, retry_rows())
-    async with running_service(store_url, hub=EventHub()) as (app, client):
+    async with running_service(
+        store_url, hub=EventHub(), events_max_replay_age_seconds=40 * 3600
+    ) as (app, client):
         yield app, client
 
 
@@ -227,7 +229,7 @@ async def test_every_number_is_a_json_float(api: Any, unused_port: Callable[[], 
     # The events WebSocket: one replayed message per stored row.
     event_schema = {"$ref": "#/components/schemas/TaskEventMessage"}
     async with serving(app, unused_port()) as host:
-        since = datetime.now(UTC) - timedelta(days=30)
+        since = datetime.now(UTC) - timedelta(hours=31)
         for message in await replayed_messages(host, since, len(retry_rows())):
             TaskEventMessage.model_validate_json(message)
             found += numbers(literal_json(message), event_schema, defs)
