@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-from exporter.middleware.buffer import DROPPED_KEYS_KEPT, RowBuffer
+from pathlib import Path
+
+from exporter.middleware.buffer import (
+    DROPPED_KEYS_KEPT,
+    TRACEBACK_DROPPED,
+    RowBuffer,
+    row_bytes,
+)
 from exporter.middleware.rows import (
     COMPLETED_AT,
     CREATED_AT,
+    ERROR_MESSAGE,
+    ERROR_TRACEBACK,
+    PARAMS,
     STARTED_AT,
     STATUS,
+    LogRow,
     advance,
     new_row,
 )
+
+MiB = 2**20
 
 
 def test_start_and_end_in_one_window_are_one_row() -> None:
@@ -232,3 +245,164 @@ async def test_a_worker_leaves_params_to_the_sender_unless_there_are_none() -> N
     rows = mw.runtime.buffer.rows
     assert rows["no-args"][PARAMS] == '{"args":[],"kwargs":{}}'
     assert rows["args"][PARAMS] is None
+
+
+def failed_row(task_id: str, traceback_chars: int = 30_000) -> LogRow:
+    row = new_row(task_id, 1, "n", 0.0)
+    row[STATUS] = "failed"
+    row[PARAMS] = '{"args":[1],"kwargs":{}}'
+    row[ERROR_MESSAGE] = "ValueError: " + "m" * 1_000
+    row[ERROR_TRACEBACK] = "t" * traceback_chars
+    return row
+
+
+def held_bytes(buf: RowBuffer) -> int:
+    return sum(map(row_bytes, buf.rows.values()))
+
+
+def test_a_row_is_estimated_by_its_texts() -> None:
+    small = new_row("t", 1, "n", 0.0)
+    big = failed_row("t")
+    assert row_bytes(big) - row_bytes(small) == 24 + 1_012 + 30_000
+
+
+def test_failures_are_bounded_in_bytes_and_lose_tracebacks_before_rows() -> None:
+    buf = RowBuffer(100_000, max_bytes=MiB)
+    for i in range(600):
+        assert buf.admit(f"t{i}", failed_row(f"t{i}"))
+        assert held_bytes(buf) <= buf.bytes <= MiB
+    assert buf.dropped == 0
+    # The oldest failures lost their tracebacks, the newest keep them.
+    assert buf.rows["t0"][ERROR_TRACEBACK] == TRACEBACK_DROPPED
+    assert buf.rows["t0"][ERROR_MESSAGE].startswith("ValueError: ")
+    assert buf.rows["t599"][ERROR_TRACEBACK] == "t" * 30_000
+    with_traceback = sum(r[ERROR_TRACEBACK] != TRACEBACK_DROPPED for r in buf.rows.values())
+    assert 0 < with_traceback < 40
+    assert buf.tracebacks_dropped == 600 - with_traceback
+    # Only when no traceback is left are rows dropped, and counted.
+    for i in range(600, 2_000):
+        buf.admit(f"t{i}", failed_row(f"t{i}"))
+        assert held_bytes(buf) <= MiB
+    assert buf.dropped > 0
+    assert len(buf.rows) + buf.dropped == 2_000
+    assert all(r[ERROR_TRACEBACK] == TRACEBACK_DROPPED for r in buf.rows.values())
+
+
+def test_small_rows_still_fill_the_row_bound() -> None:
+    """The byte bound costs nothing to rows that are small: 100,000 successes fit."""
+    buf = RowBuffer(100_000)
+    for i in range(100_001):
+        row = new_row(f"t{i}", 1, "n", 0.0)
+        row[STATUS] = "success"
+        buf.admit(f"t{i}", row)
+    assert len(buf.rows) == 100_000
+    assert buf.dropped == 1
+    assert buf.tracebacks_dropped == 0
+
+
+def test_rows_in_flight_count_in_bytes_until_written() -> None:
+    buf = RowBuffer(100_000, max_bytes=MiB)
+    for i in range(30):
+        buf.admit(f"a{i}", failed_row(f"a{i}"))
+    batch = buf.take(100)
+    assert buf.rows == {}
+    for i in range(30):
+        buf.admit(f"b{i}", failed_row(f"b{i}"))
+    assert held_bytes(buf) + sum(map(row_bytes, batch)) <= MiB
+    assert buf.tracebacks_dropped > 0
+    stripped = buf.tracebacks_dropped
+    buf.settle(batch, written=True)
+    for i in range(20):
+        buf.admit(f"c{i}", failed_row(f"c{i}"))
+    assert buf.tracebacks_dropped == stripped  # room again once written
+    assert buf.rows["c19"][ERROR_TRACEBACK] == "t" * 30_000
+
+
+def test_a_running_row_that_fails_in_place_is_measured_again() -> None:
+    """A RUNNING row held while its task runs gets its traceback in place when the
+    task fails (MonitoringMiddleware.post_execute): it is measured again."""
+    buf = RowBuffer(100_000, max_bytes=MiB)
+    running = [new_row(f"r{i}", 1, "n", 0.0) for i in range(40)]
+    for row in running:
+        row[STATUS] = "running"
+        buf.admit(row[0], row)
+    buf.measure()
+    before = buf.bytes
+    for row in running[:34]:
+        row[STATUS], row[ERROR_TRACEBACK] = "failed", "t" * 30_000
+    buf.measure()
+    assert buf.bytes == before + 34 * 30_000
+    buf.admit("more", failed_row("more"))  # needs room: the oldest tracebacks go
+    assert held_bytes(buf) <= buf.bytes <= MiB
+    assert running[0][ERROR_TRACEBACK] == TRACEBACK_DROPPED
+
+
+def test_a_batch_put_back_is_measured_with_what_merged_into_it() -> None:
+    buf = RowBuffer(100_000, max_bytes=MiB)
+    for i in range(40):
+        buf.admit(f"t{i}", failed_row(f"t{i}", 10_000))
+    batch = buf.take(10)
+    newer = new_row("t0", 1, "n", 0.0)
+    newer[STATUS] = "failed"
+    buf.admit("t0", newer)
+    buf.settle(batch, written=False)
+    assert len(buf.rows) == 40
+    assert buf.in_flight == 0
+    buf.measure()
+    assert buf.bytes == held_bytes(buf)
+
+
+async def test_the_hooks_lose_tracebacks_not_rows_and_the_counts_add_up(tmp_path: Path) -> None:
+    """Failed attempts with long tracebacks while nothing is written (a 1 h flush
+    interval): the buffer stays within its bytes, every attempt is stored or counted
+    as dropped, and the stripped tracebacks are counted."""
+    from sqlalchemy import func, select
+    from taskiq import TaskiqMessage, TaskiqResult
+
+    from exporter import MonitoringMiddleware
+    from exporter.store.engine import make_engine
+    from exporter.store.models import TaskExecutionLog
+
+    db = f"sqlite+aiosqlite:///{tmp_path / 'store.sqlite3'}"
+    mw = MonitoringMiddleware(database_url=db, max_buffer_bytes=MiB, flush_interval_seconds=3600)
+    await mw.startup()
+    buf = mw.runtime.buffer
+
+    def deep(n: int) -> None:
+        if n:
+            deep(n - 1)
+        raise ValueError("boom")
+
+    attempts = 2_500
+    failed: TaskiqResult[None] = TaskiqResult(is_err=True, return_value=None, execution_time=0.0)
+    try:
+        for i in range(attempts):
+            msg = TaskiqMessage(task_id=f"f{i}", task_name="n", labels={}, args=[], kwargs={})
+            await mw.pre_execute(msg)
+            try:
+                deep(300)
+            except ValueError as exc:
+                failed.error = exc
+                await mw.on_error(msg, failed, exc)
+            await mw.post_execute(msg, failed)
+            assert held_bytes(buf) <= MiB
+    finally:
+        await mw.shutdown()
+    assert buf.tracebacks_dropped > 0
+    assert buf.dropped > 0
+    engine = make_engine(db)
+    try:
+        async with engine.connect() as conn:
+            stored = (await conn.execute(select(func.count(TaskExecutionLog.id)))).scalar_one()
+            marked = (await conn.execute(
+                select(func.count(TaskExecutionLog.id)).where(
+                    TaskExecutionLog.error_traceback == TRACEBACK_DROPPED
+                )
+            )).scalar_one()  # fmt: skip
+    finally:
+        await engine.dispose()
+    assert stored + buf.dropped == attempts
+    assert marked == buf.tracebacks_dropped
+    sample = mw.registry.get_sample_value
+    assert sample("taskiq_exporter_log_rows_dropped_total") == buf.dropped
+    assert sample("taskiq_exporter_log_tracebacks_dropped_total") == buf.tracebacks_dropped

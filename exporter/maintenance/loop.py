@@ -55,14 +55,20 @@ async def _every(
         await asyncio.sleep(seconds)
 
 
+async def reap(engine: AsyncEngine, settings: ExporterSettings) -> int:
+    """Both reapers, one after the other (under one lock in the loop). Returns
+    how many attempts they marked failed."""
+    orphans = await reaper.reap_orphans(engine, older_than_seconds=settings.orphan_timeout_seconds)
+    return orphans + await reaper.reap_pending(
+        engine, older_than_seconds=settings.pending_timeout_seconds
+    )
+
+
 async def run_maintenance(engine: AsyncEngine, settings: ExporterSettings) -> None:
     """Run until cancelled."""
     s = settings
     await asyncio.gather(
-        _every(
-            s.reaper_interval_seconds, engine, LOCK_REAPER,
-            lambda: reaper.reap_orphans(engine, older_than_seconds=s.orphan_timeout_seconds),
-        ),
+        _every(s.reaper_interval_seconds, engine, LOCK_REAPER, lambda: reap(engine, s)),
         _every(
             s.retention_interval_seconds, engine, LOCK_RETENTION,
             lambda: retention.prune(

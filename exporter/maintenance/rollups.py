@@ -12,10 +12,11 @@ from exporter.store.models import TaskExecutionRollup
 
 
 async def add_finished(
-    conn: AsyncConnection, finished: Iterable[tuple[datetime, str, str, float]]
+    conn: AsyncConnection, finished: Iterable[tuple[datetime, str, str, float | None]]
 ) -> None:
     """``finished``: (created_at, task_name, status, duration_ms) of rows that just
-    became terminal, in the caller's transaction."""
+    became terminal, in the caller's transaction (no duration counts as 0, as the
+    writer's rollups do)."""
     sums: dict[tuple[datetime, str, str], list[float]] = {}
     for created_at, task_name, status, duration_ms in finished:
         key = (created_at.replace(second=0, microsecond=0), task_name, status)

@@ -67,6 +67,11 @@ class Instruments:
             "Execution log rows dropped because the buffer was full.",
             registry=registry,
         )
+        self.tracebacks_dropped = Counter(
+            n.LOG_TRACEBACKS_DROPPED,
+            "Tracebacks left out of failed attempts' log rows because the buffer was full.",
+            registry=registry,
+        )
         self.write_errors = Counter(
             n.LOG_WRITE_ERRORS, "Failed attempts to write a batch of log rows.", registry=registry
         )

@@ -13,12 +13,13 @@ prometheus_client's own merge (:class:`StockMultiProcessCollector`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import logging
 import os
 import re
-import shutil
+import stat
 import struct
 import threading
 from collections.abc import Iterable, Iterator
@@ -38,6 +39,11 @@ from exporter.processes import pid_alive
 
 ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 _LIVE_FILE = re.compile(r"^gauge_live\w+?_(\d+)\.db$")
+# The files prometheus_client writes (values.MultiProcessValue): one per metric
+# type, a gauge's per mode, and process id.
+_CLIENT_FILE = re.compile(
+    r"^(?:counter|histogram|summary|gauge_(?:live)?(?:all|min|max|sum|mostrecent))_\d+\.db$"
+)
 # What MultiProcessCollector.merge raises on a file it cannot read.
 _UNREADABLE = (OSError, ValueError, RuntimeError, LookupError, TypeError, struct.error)
 
@@ -56,12 +62,56 @@ def enable_multiprocess(directory: str) -> None:
     select_mmap_values()
 
 
+class UnsafeDirectory(Exception):
+    """A metrics directory :func:`reset_directory` refuses; the message says why."""
+
+
 def reset_directory(directory: str) -> None:
-    """Empty the directory before the workers of a run start (stale files add up)."""
+    """Remove a previous run's prometheus_client files from ``directory`` before
+    the workers of a run start (stale files add up), creating it if needed.
+
+    Only regular files named as prometheus_client names them go: the directory may
+    hold other files, or be named by mistake. A symlink, a directory of another
+    user and one every user may write to (sticky or not, /tmp itself) raise
+    :class:`UnsafeDirectory`: files planted there would be summed in the scrape, or
+    opened and written through by the workers."""
     path = Path(directory)
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
+    if path.is_symlink():
+        raise UnsafeDirectory(f"{path} is a symbolic link: give the directory it points to")
+    try:
+        path.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except FileExistsError:
+        raise UnsafeDirectory(f"{path} exists and is not a directory") from None
+    # Through a descriptor: what is checked is what is emptied, even if the path
+    # is swapped meanwhile.
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        _check_owned(path, os.fstat(fd))
+        for name in os.listdir(fd):
+            if _CLIENT_FILE.match(name) and _regular(name, fd):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _check_owned(path: Path, st: os.stat_result) -> None:
+    if st.st_uid != os.geteuid():
+        raise UnsafeDirectory(
+            f"{path} belongs to another user (uid {st.st_uid}): use a directory of your own"
+        )
+    if st.st_mode & stat.S_IWOTH:
+        raise UnsafeDirectory(
+            f"{path} is writable by every user: use a directory of its own, e.g. "
+            f"{path / 'taskiq-exporter-metrics'}, or chmod o-w it"
+        )
+
+
+def _regular(name: str, fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode)
+    except FileNotFoundError:
+        return False
 
 
 def reap_dead_processes(directory: str) -> list[int]:

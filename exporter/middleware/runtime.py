@@ -53,7 +53,7 @@ class Runtime:
             queue_wait_buckets=settings.queue_wait_buckets,
         )
         self.aggregator = Aggregator(self.instruments)
-        self.buffer = RowBuffer(settings.max_buffer_rows)
+        self.buffer = RowBuffer.from_settings(settings)
         self.params = ParamsEncoder(
             secret_keys=settings.secret_keys, max_bytes=settings.max_params_bytes
         )

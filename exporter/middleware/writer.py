@@ -66,6 +66,7 @@ class BackgroundWriter:
         self.before_flush = before_flush
         self.failures = 0
         self._dropped_reported = 0
+        self._tracebacks_reported = 0
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._wake = asyncio.Event()
@@ -117,6 +118,10 @@ class BackgroundWriter:
             if dropped:
                 inst.rows_dropped.inc(dropped)
                 self._dropped_reported += dropped
+            stripped = self.buffer.tracebacks_dropped - self._tracebacks_reported
+            if stripped:
+                inst.tracebacks_dropped.inc(stripped)
+                self._tracebacks_reported += stripped
             if self.on_tick is not None:
                 self.on_tick()
         except Exception:
@@ -136,7 +141,6 @@ class BackgroundWriter:
         except Exception as exc:
             self.instruments.write_errors.inc()
             if _is_data_error(exc):
-                self.buffer.settle(batch, written=True)
                 await self._write_one_by_one(batch)
                 return True
             self.buffer.settle(batch, written=False)
@@ -152,24 +156,31 @@ class BackgroundWriter:
         return True
 
     async def _write_one_by_one(self, batch: list[LogRow]) -> None:
-        for row in batch:
-            try:
-                await self.store.write([row], datetime.now(UTC))
-                self.instruments.rows_written.inc()
-            except Exception as exc:
-                self.instruments.write_errors.inc()
-                if not _is_data_error(exc):
-                    # The database went away meanwhile: keep the row for the next try.
-                    self.buffer.in_flight += 1
-                    self.buffer.settle([row], written=False)
-                    continue
-                self.buffer.dropped += 1
-                logger.error(
-                    "taskiq-exporter: the database refused the row of task %s attempt %s: %s",
-                    row[0],
-                    row[1],
-                    getattr(exc, "orig", None) or exc,
-                )
+        # The batch stays in flight, counted against the buffer's bound, until done.
+        retry: list[LogRow] = []
+        done = 0
+        try:
+            for row in batch:
+                try:
+                    await self.store.write([row], datetime.now(UTC))
+                    self.instruments.rows_written.inc()
+                except Exception as exc:
+                    self.instruments.write_errors.inc()
+                    if not _is_data_error(exc):
+                        retry.append(row)  # the database went away meanwhile: try again
+                    else:
+                        self.buffer.dropped += 1
+                        logger.error(
+                            "taskiq-exporter: the database refused the row of task %s "
+                            "attempt %s: %s",
+                            row[0],
+                            row[1],
+                            getattr(exc, "orig", None) or exc,
+                        )
+                done += 1
+        finally:
+            self.buffer.settle(batch, written=True)
+            self.buffer.put_back(retry + batch[done:])  # batch[done:]: cancelled
 
     def _log_failure(self, exc: BaseException) -> None:
         now = time.monotonic()

@@ -6,11 +6,13 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, insert, select
 
 from exporter.maintenance import reaper, retention
+from exporter.processes import process_identity, worker_host
 from exporter.store.engine import make_engine
 from exporter.store.models import TaskExecutionLog, TaskExecutionRollup
 
@@ -34,14 +36,14 @@ def dead_pid() -> int:
 
 async def test_reaper_fails_timed_out_and_dead_worker_attempts(store_url: str) -> None:
     engine = make_engine(store_url)
-    host = socket.gethostname()
+    here = worker_host()  # this host name and this process's pid namespace
     try:
         async with engine.begin() as conn:
             await conn.execute(insert(LOG), [
                 running("old", NOW - timedelta(hours=2)),
-                running("fresh", NOW - timedelta(seconds=5), worker_host=host,
+                running("fresh", NOW - timedelta(seconds=5), worker_host=here,
                         worker_pid=os.getpid()),
-                running("killed", NOW - timedelta(seconds=5), worker_host=host,
+                running("killed", NOW - timedelta(seconds=5), worker_host=here,
                         worker_pid=dead_pid()),
                 running("elsewhere", NOW - timedelta(seconds=5), worker_host="other-host",
                         worker_pid=dead_pid()),
@@ -60,13 +62,53 @@ async def test_reaper_fails_timed_out_and_dead_worker_attempts(store_url: str) -
         assert got["old"].completed_at == NOW
         assert got["old"].duration_ms == 2 * 3600 * 1000
         assert got["killed"].status == "failed"
-        assert "is gone" in got["killed"].error_message
-        assert got["killed"].error_message.startswith("WorkerLost:")
+        pid = got["killed"].worker_pid
+        assert got["killed"].error_message == (
+            f"WorkerLost: worker process {pid} on {socket.gethostname()} is gone "
+            "(reaped as orphaned)"
+        )
         assert got["fresh"].status == "running"
         assert got["elsewhere"].status == "running"
         assert rollup == 2
         # A second pass finds nothing more: nothing is counted twice.
         assert await reaper.reap_orphans(engine, older_than_seconds=3600, now=NOW) == 0
+    finally:
+        await engine.dispose()
+
+
+async def test_a_sidecar_with_the_same_host_name_tests_no_pid(store_url: str) -> None:
+    """A Kubernetes pod: worker and service containers share the host name, each
+    with a pid namespace of its own. A pid missing from the service's namespace
+    says nothing about the worker's: only the timeout applies to it."""
+    host = socket.gethostname()
+    own = process_identity()
+    assert own is not None  # Linux with /proc: the fast path's premise
+    sidecar = worker_host("4026532999-" + str(uuid.uuid4()))  # another namespace
+    missing = dead_pid()  # no such pid here; the worker's may well be alive
+    engine = make_engine(store_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(insert(LOG), [
+                running("in-sidecar", NOW - timedelta(seconds=5), worker_host=sidecar,
+                        worker_pid=missing),
+                # Written before the identity was recorded: the host name alone.
+                running("unknown", NOW - timedelta(seconds=5), worker_host=host,
+                        worker_pid=missing),
+                running("here", NOW - timedelta(seconds=5), worker_host=worker_host(),
+                        worker_pid=missing),
+            ])  # fmt: skip
+        # A service in a namespace of its own (a third container) tests no pid at all.
+        third = "4026532998-" + str(uuid.uuid4())
+        assert (
+            await reaper.reap_orphans(engine, older_than_seconds=3600, now=NOW, identity=third) == 0
+        )
+        assert await reaper.reap_orphans(engine, older_than_seconds=3600, now=NOW) == 1
+        async with engine.connect() as conn:
+            status = dict((await conn.execute(select(LOG.task_id, LOG.status))).all())
+        assert status == {"in-sidecar": "running", "unknown": "running", "here": "failed"}
+        # The timeout still applies to every one of them.
+        later = NOW + timedelta(hours=2)
+        assert await reaper.reap_orphans(engine, older_than_seconds=3600, now=later) == 2
     finally:
         await engine.dispose()
 

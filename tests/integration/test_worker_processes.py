@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
+from exporter.processes import worker_host
 from tests.integration import processes as p
 
 
@@ -133,4 +135,7 @@ def test_a_killed_worker_neither_breaks_the_scrape_nor_stays_in_progress(
         assert value(s, "taskiq_tasks_started_total", task_name="w:slow") == 1
         # The service's reaper sees the worker's pid is gone on this host.
         wait_for(lambda: db_count(pg_store, "status = 'failed'") == 1)
-        assert db_count(pg_store, "error_message LIKE 'WorkerLost:%is gone%'") == 1
+        gone = f"WorkerLost: worker process {child} on {socket.gethostname()} is gone%"
+        assert db_count(pg_store, f"error_message LIKE '{gone}'") == 1
+        # Its host was stored with its pid namespace, which the service shares.
+        assert db_count(pg_store, f"worker_host = '{worker_host()}'") == 6
