@@ -58,7 +58,7 @@ WITH batch_rows AS (
 up AS (
     INSERT INTO task_execution_logs AS t ({_COLS}, updated_at)
     SELECT {_COLS}, $2::timestamptz FROM batch_rows
-    ON CONFLICT (task_id, attempt) DO UPDATE SET {coalesce_updates("t", "LEAST")}"""
+    ON CONFLICT (task_id, attempt) DO UPDATE SET {coalesce_updates("t", "LEAST")}"""  # noqa: S608 - built from constants, no input
 _ROLLUPS = f"""
     RETURNING t.task_name, t.status, t.created_at, t.duration_ms, t.updated_at
 ),
@@ -79,7 +79,7 @@ rolled_up AS (
     ON CONFLICT (bucket_start, task_name, status) DO UPDATE
     SET count = r.count + excluded.count,
         duration_ms_sum = r.duration_ms_sum + excluded.duration_ms_sum
-)"""
+)"""  # noqa: S608 - built from constants, no input
 # One tiny notification per batch, delivered at commit: its updated_at. Listeners
 # read the rows written with that stamp (indexed) and derive the events
 # (exporter.events).

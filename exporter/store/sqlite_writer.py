@@ -34,7 +34,7 @@ from exporter.store.row_batches import (
 
 _TIME_BINDS = [bindparam(c, type_=UTCDateTime) for c in (*TIME_COLUMNS, "updated_at")]
 UPSERT = text(
-    f"INSERT INTO task_execution_logs ({', '.join(COLUMNS)}, updated_at) "
+    f"INSERT INTO task_execution_logs ({', '.join(COLUMNS)}, updated_at) "  # noqa: S608 - built from constants, no input
     f"VALUES ({', '.join(':' + c for c in COLUMNS)}, :updated_at) "
     f"ON CONFLICT (task_id, attempt) DO UPDATE SET "
     f"{coalesce_updates('task_execution_logs', 'MIN')}"

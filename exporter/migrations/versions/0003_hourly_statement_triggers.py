@@ -34,7 +34,7 @@ _UPSERT = f"""
         ORDER BY 2, 3, 1
         ON CONFLICT (bucket_start, task_name, status) DO UPDATE
         SET count = h.count + excluded.count,
-            duration_ms_sum = h.duration_ms_sum + excluded.duration_ms_sum;"""
+            duration_ms_sum = h.duration_ms_sum + excluded.duration_ms_sum;"""  # noqa: S608 - built from constants, no input
 PG_FUNCTION = f"""
 CREATE OR REPLACE FUNCTION task_execution_rollups_to_hourly() RETURNS trigger
 LANGUAGE plpgsql AS $$
@@ -56,7 +56,7 @@ BEGIN
     RETURN NULL;
 END
 $$
-"""
+"""  # noqa: S608 - built from constants, no input
 _TRIGGER = (
     "CREATE TRIGGER task_execution_rollups_hourly_{op} AFTER {event} ON task_execution_rollups "
     "REFERENCING {tables} FOR EACH STATEMENT EXECUTE FUNCTION task_execution_rollups_to_hourly()"
