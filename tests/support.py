@@ -116,9 +116,12 @@ async def running_service(
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Starlette, port: int) -> AsyncIterator[str]:
-    """The app behind a real uvicorn on 127.0.0.1:port (for WebSockets)."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+async def serving(app: Starlette, port: int, *, root_path: str = "") -> AsyncIterator[str]:
+    """The app behind a real uvicorn on 127.0.0.1:port (for WebSockets); with
+    ``root_path``, as behind a proxy that strips that prefix."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", root_path=root_path
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from websockets.asyncio.client import connect
@@ -47,25 +46,6 @@ def host_of(app: Starlette, *, run_lifespan: bool = True) -> Starlette:
 
     routes = [Mount("/monitoring", app=app)]
     return Starlette(routes=routes, lifespan=lifespan if run_lifespan else None)
-
-
-@contextlib.asynccontextmanager
-async def uvicorn_at(app: Starlette, port: int, *, root_path: str) -> AsyncIterator[str]:
-    """``app`` behind uvicorn with ``--root-path`` (as behind a proxy that strips it)."""
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", root_path=root_path
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        yield f"127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def refused(url: str, **kwargs: object) -> int:
@@ -108,7 +88,7 @@ async def test_mounted_with_the_lifespan_through_the_hosts(
 async def test_served_under_a_root_path(sqlite_store: str, unused_port: Callable[[], int]) -> None:
     app = monitoring(sqlite_store)
     async with (
-        uvicorn_at(app, unused_port(), root_path="/monitoring") as host,
+        serving(app, unused_port(), root_path="/monitoring") as host,
         httpx.AsyncClient(base_url=f"http://{host}") as client,
     ):
         assert (await client.get(HISTORY)).status_code == 401
