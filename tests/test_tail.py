@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -114,6 +114,32 @@ def event_of(row: dict[str, Any]) -> TaskEvent:
     )
 
 
+def tail_into(seen: list[str], port: int) -> Callable[[], Awaitable[None]]:
+    """A tail of the service on ``port`` that appends each event's task id to ``seen``."""
+
+    async def tail() -> None:
+        async for event in follow(f"http://127.0.0.1:{port}", backoff=(0.05, 0.2)):
+            seen.append(event["data"]["task_id"])
+
+    return tail
+
+
+def shown(seen: list[str], *, distinct: bool = False) -> Callable[[int], Awaitable[None]]:
+    async def until(count: int) -> None:
+        while len(set(seen) if distinct else seen) < count:
+            await asyncio.sleep(0.01)
+
+    return until
+
+
+def subscribed_to(hub: EventHub) -> Callable[[], Awaitable[None]]:
+    async def subscribed() -> None:
+        while hub.subscribers < 1:
+            await asyncio.sleep(0.01)
+
+    return subscribed
+
+
 async def test_tail_resumes_after_a_restart_and_shows_every_event_once(
     sqlite_store: str, unused_port: Callable[[], int], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -123,17 +149,8 @@ async def test_tail_resumes_after_a_restart_and_shows_every_event_once(
     rows = [log_row(task_id=f"t{i}", created_at=base + timedelta(seconds=i)) for i in range(7)]
     seen: list[str] = []
 
-    async def tail() -> None:
-        async for event in follow(f"http://127.0.0.1:{port}", backoff=(0.05, 0.2)):
-            seen.append(event["data"]["task_id"])
-
-    async def until(count: int) -> None:
-        while len(seen) < count:
-            await asyncio.sleep(0.01)
-
-    async def subscribed() -> None:
-        while hub.subscribers < 1:
-            await asyncio.sleep(0.01)
+    tail = tail_into(seen, port)
+    until, subscribed = shown(seen), subscribed_to(hub)
 
     async with running_service(sqlite_store, hub=hub) as (app, _client):
         async with serving(app, port):
@@ -170,17 +187,8 @@ async def test_tail_pages_through_a_truncated_replay_and_loses_nothing(
     rows = [log_row(task_id=f"t{i}", created_at=base + timedelta(seconds=i)) for i in range(8)]
     seen: list[str] = []
 
-    async def tail() -> None:
-        async for event in follow(f"http://127.0.0.1:{port}", backoff=(0.05, 0.2)):
-            seen.append(event["data"]["task_id"])
-
-    async def until(count: int) -> None:
-        while len(set(seen)) < count:
-            await asyncio.sleep(0.01)
-
-    async def subscribed() -> None:
-        while hub.subscribers < 1:
-            await asyncio.sleep(0.01)
+    tail = tail_into(seen, port)
+    until, subscribed = shown(seen, distinct=True), subscribed_to(hub)
 
     async with running_service(sqlite_store, hub=hub, events_max_replay_rows=2) as (app, _):
         async with serving(app, port):
