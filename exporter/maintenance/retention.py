@@ -1,19 +1,78 @@
 """Deleting what is older than the retention, in bounded batches so that the
-table stays writable meanwhile."""
+table stays writable meanwhile.
+
+Counts stay exact across a run. A finished row is counted in the minute rollup of
+its ``created_at`` (the writers' ``date_trunc('minute', created_at)``; a finished
+row's ``created_at`` never changes), and the hourly rollups follow the minutes
+through triggers, deletes included. So the log and the rollups are cut on one
+boundary: the cutoff floored to its minute, on ``created_at``. The log rows
+deleted are then exactly the rows the deleted minute rollups counted, and an hour
+the boundary cuts keeps the sum of its remaining minutes. (A mid-minute cutoff
+would delete some rows of the cutoff's minute and keep their rollup: counts above
+the log. Up to a minute more of history is kept instead.)
+
+The last batch, the one that finds fewer rows than a batch, deletes the rollups
+in its own transaction, with one snapshot for both deletes (REPEATABLE READ on
+PostgreSQL; SQLite has one writer at a time): a row a writer or the reaper
+finishes meanwhile, and its rollup, are then either both deleted or both kept,
+and a concurrent change to a row or rollup being deleted makes the batch retry.
+Between batches the rollups still count rows already deleted; the counts are
+exact again when the run ends.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from exporter.store.models import TaskExecutionLog, TaskExecutionRollup
+from exporter.store.ranges import floor_minute
 
 logger = logging.getLogger(__name__)
 LOG = TaskExecutionLog
+# PostgreSQL's serialization failure and deadlock: the batch is retried.
+RETRY_SQLSTATES = frozenset(("40001", "40P01"))
+RETRIES = 5
+
+
+def boundary(now: datetime, days: float) -> datetime:
+    """Rows created before this go: the cutoff floored to the rollups' minute."""
+    return floor_minute(now - timedelta(days=days))
+
+
+async def _batch(conn: AsyncConnection, before: datetime, batch_rows: int) -> tuple[int, bool]:
+    """Delete up to ``batch_rows`` log rows created before ``before``; when that
+    was the last of them, the minute rollups before it too. Returns (rows, done)."""
+    ids = select(LOG.id).where(LOG.created_at < before).limit(batch_rows)
+    result = await conn.execute(delete(LOG).where(LOG.id.in_(ids.scalar_subquery())))
+    count = result.rowcount or 0
+    if count >= batch_rows:
+        return count, False
+    rollup = TaskExecutionRollup
+    await conn.execute(delete(rollup).where(rollup.bucket_start < before))
+    return count, True
+
+
+async def _run_batch(engine: AsyncEngine, before: datetime, batch_rows: int) -> tuple[int, bool]:
+    for attempt in range(RETRIES + 1):
+        try:
+            async with engine.connect() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn = await conn.execution_options(isolation_level="REPEATABLE READ")
+                async with conn.begin():
+                    return await _batch(conn, before, batch_rows)
+        except DBAPIError as exc:
+            code = getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None)
+            if code not in RETRY_SQLSTATES or attempt == RETRIES:
+                raise
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def prune(
@@ -24,27 +83,20 @@ async def prune(
     now: datetime | None = None,
     progress: bool = False,
 ) -> int:
-    """Delete rows created more than ``days`` ago and their rollup minutes.
-    Returns the number of log rows deleted."""
-    cutoff = (now or datetime.now(UTC)) - timedelta(days=days)
+    """Delete rows created before the minute of ``now - days`` and the rollup
+    minutes before it. Returns the number of log rows deleted."""
+    before = boundary(now or datetime.now(UTC), days)
     deleted = 0
     while True:
-        async with engine.begin() as conn:
-            ids = select(LOG.id).where(LOG.created_at < cutoff).limit(batch_rows)
-            result = await conn.execute(delete(LOG).where(LOG.id.in_(ids.scalar_subquery())))
-            count = result.rowcount or 0
+        count, done = await _run_batch(engine, before, batch_rows)
         deleted += count
         if progress and count:
-            print(f"\rdeleted {deleted} rows older than {cutoff:%Y-%m-%d %H:%M}", end="",
+            print(f"\rdeleted {deleted} rows older than {before:%Y-%m-%d %H:%M}", end="",
                   file=sys.stderr, flush=True)  # fmt: skip
-        if count < batch_rows:
+        if done:
             break
-    minute = cutoff.replace(second=0, microsecond=0)
-    async with engine.begin() as conn:
-        rollup = TaskExecutionRollup
-        await conn.execute(delete(rollup).where(rollup.bucket_start < minute))
     if progress and deleted:
         print(file=sys.stderr)
     if deleted:
-        logger.info("taskiq-exporter: retention deleted %d rows older than %s", deleted, cutoff)
+        logger.info("taskiq-exporter: retention deleted %d rows older than %s", deleted, before)
     return deleted
