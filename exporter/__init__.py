@@ -1,8 +1,8 @@
 """taskiq-exporter: Prometheus metrics and a durable execution log for TaskIQ."""
 
 from exporter.middleware.monitoring import MonitoringMiddleware
+from exporter.rows import TaskStatus
 from exporter.settings import ExporterSettings
-from exporter.store.models import TaskStatus
 
 # The one source of the version: the build reads it (pyproject.toml), and so do
 # `taskiq-exporter --version`, /healthz and taskiq_exporter_build_info.

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class TaskEvent:
-    """One status change of one attempt, as the seed's WebSocket contract shapes it."""
+    """One status change of one attempt, as the live-events WebSocket sends it."""
 
     task_name: str
     status: str

@@ -1,16 +1,28 @@
-"""The in-memory form of a log row between a hook and the writer.
+"""The execution log's row as every layer sees it: statuses, columns, merge rules.
 
-A row is a plain list: the cheapest thing to build on the task's path (a
-class with sixteen attributes cost ~1.5 us per task) and already the JSON
-shape the PostgreSQL writer sends. Positions are named below; timestamps are
-epoch seconds, converted when written.
+The middleware builds rows, the stores write them, the service reads them back;
+all three agree on this one module. In memory a row is a plain list in
+:data:`COLUMNS` order: cheap to build on the task's path and already the JSON
+shape the PostgreSQL writer sends. Code indexes it with the names below, never
+with numbers, and builds it with :func:`log_row` only, so a new column is one
+line here and one parameter of :func:`log_row`. Timestamps are epoch seconds,
+converted when written.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
-from exporter.store.models import TaskStatus
+
+class TaskStatus(str, enum.Enum):
+    """Where a task attempt is in its life."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+
 
 PENDING = TaskStatus.PENDING.value
 RUNNING = TaskStatus.RUNNING.value
@@ -59,22 +71,53 @@ _MERGED = range(PARAMS, CREATED_AT)
 
 LogRow = list[Any]
 RowKey = tuple[str, int]
-# The buffer's key of an attempt: the task id itself for a first attempt (no
-# allocation, its hash is cached), (task_id, attempt) for a retry.
-BufferKey = str | tuple[str, int]
 
 
-def new_row(task_id: str, attempt: int, task_name: str, created_at: float) -> LogRow:
-    return [task_id, attempt, task_name, PENDING, None, None, None, None, None, None,
-            None, None, None, None, created_at]  # fmt: skip
+def log_row(
+    task_id: str,
+    attempt: int,
+    task_name: str,
+    status: str,
+    *,
+    params: str | None = None,
+    queued_at: float | None = None,
+    started_at: float | None = None,
+    completed_at: float | None = None,
+    duration_ms: float | None = None,
+    queue_wait_ms: float | None = None,
+    error_message: str | None = None,
+    error_traceback: str | None = None,
+    worker_host: str | None = None,
+    worker_pid: int | None = None,
+    created_at: float,
+) -> LogRow:
+    """A new row; what is not known yet stays None (the store keeps what it has)."""
+    return [
+        task_id,
+        attempt,
+        task_name,
+        status,
+        params,
+        queued_at,
+        started_at,
+        completed_at,
+        duration_ms,
+        queue_wait_ms,
+        error_message,
+        error_traceback,
+        worker_host,
+        worker_pid,
+        created_at,
+    ]
+
+
+# The parameters must be the columns, in order: the list above follows them.
+if log_row.__code__.co_varnames[:ROW_WIDTH] != COLUMNS:  # pragma: no cover
+    raise RuntimeError("log_row's parameters must be exactly COLUMNS, in order")
 
 
 def row_key(row: LogRow) -> RowKey:
     return (row[TASK_ID], row[ATTEMPT])
-
-
-def buffer_key(task_id: str, attempt: int) -> BufferKey:
-    return task_id if attempt == 1 else (task_id, attempt)
 
 
 def advance(row: LogRow, status: str) -> None:

@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from exporter.middleware.redaction import key_words
+from exporter.text import key_words
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///taskiq_exporter.sqlite3"
 # The drivers the store is written for, and the bare schemes that mean them.

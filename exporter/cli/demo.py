@@ -1,6 +1,6 @@
 """``taskiq-exporter demo``: the whole product in one process, nothing to install.
 
-The seed's ten task types run on an in-memory broker with the monitoring
+Ten typical task types run on an in-memory broker with the monitoring
 middleware, the embedded SQLite store and the service on 127.0.0.1.
 """
 

@@ -1,1 +1,1 @@
-"""A demo workload: the seed's ten task types with realistic durations and failures."""
+"""A demo workload: ten typical task types with realistic durations and failures."""

@@ -6,7 +6,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exporter.maintenance.reaper import reap_orphans
-from exporter.store.models import TaskExecutionLog, TaskStatus
+from exporter.rows import TaskStatus
+from exporter.store.models import TaskExecutionLog
 
 LOG = TaskExecutionLog
 

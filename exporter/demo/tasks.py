@@ -1,4 +1,4 @@
-"""The ten task types of the seed application, as a workload for the demo and tests.
+"""Ten typical task types (email, reports, payments...), as a workload for the demo and tests.
 
 Durations are scaled down (tens to hundreds of milliseconds) so the demo fills
 the dashboards in minutes; failure shares are a few percent, one task retries.

@@ -20,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from exporter.maintenance.rollups import add_finished
 from exporter.processes import pid_alive, process_identity, split_worker_host
-from exporter.store.models import TaskExecutionLog, TaskStatus
+from exporter.rows import TaskStatus
+from exporter.store.models import TaskExecutionLog
 
 logger = logging.getLogger(__name__)
 LOG = TaskExecutionLog

@@ -16,19 +16,19 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from exporter.middleware.rows import (
+from exporter.middleware.labels import BufferKey, buffer_key
+from exporter.rows import (
     ATTEMPT,
     ERROR_MESSAGE,
     ERROR_TRACEBACK,
     PARAMS,
+    PENDING,
     RUNNING,
     STATUS,
     TASK_ID,
-    BufferKey,
     LogRow,
     absorb,
-    buffer_key,
-    new_row,
+    log_row,
 )
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ class RowBuffer:
         key = buffer_key(task_id, attempt)
         row = self.rows.get(key)
         if row is None:
-            row = new_row(task_id, attempt, task_name, now)
+            row = log_row(task_id, attempt, task_name, PENDING, created_at=now)
             if not self.admit(key, row):
                 return None
         return row

@@ -10,13 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.middleware.rows import BufferKey, buffer_key
-
 SENT_AT_LABEL = "_taskiq_exporter_sent_us"
 # Set by a sender that does not write the PENDING row (record_pending=False):
 # the worker then encodes the params itself.
 NO_PARAMS_LABEL = "_taskiq_exporter_no_params"
 RETRIES_LABEL = "_retries"
+
+# The buffer's key of an attempt: the task id itself for a first attempt (no
+# allocation, its hash is cached), (task_id, attempt) for a retry.
+BufferKey = str | tuple[str, int]
+
+
+def buffer_key(task_id: str, attempt: int) -> BufferKey:
+    return task_id if attempt == 1 else (task_id, attempt)
 
 
 def sent_at(value: Any) -> float | None:

@@ -19,8 +19,13 @@ from exporter.middleware.labels import (
     attempt_key,
     sent_at,
 )
-from exporter.middleware.rows import (
+from exporter.middleware.runtime import Runtime
+from exporter.middleware.sanitize import EMPTY_PARAMS, describe_exception, safe_str
+from exporter.processes import worker_host
+from exporter.rows import (
+    ATTEMPT,
     COMPLETED_AT,
+    CREATED_AT,
     DURATION_MS,
     ERROR_MESSAGE,
     ERROR_TRACEBACK,
@@ -28,30 +33,34 @@ from exporter.middleware.rows import (
     PARAMS,
     PENDING,
     QUEUED_AT,
-    ROW_WIDTH,
     RUNNING,
     STATUS,
     SUCCESS,
+    TASK_ID,
+    TASK_NAME,
     TERMINAL,
     absorb,
+    log_row,
 )
-from exporter.middleware.runtime import Runtime
-from exporter.middleware.sanitize import EMPTY_PARAMS, describe_exception, safe_str
-from exporter.processes import worker_host
 from exporter.settings import ExporterSettings
 
 logger = logging.getLogger(__name__)
 
 # What pre_execute leaves for post_execute, by id(message): the attempt's row as
-# it will be stored (a list in COLUMNS order, RUNNING for now), then, past
-# ROW_WIDTH, the perf_counter at start, the task name's tally, the buffer key and
-# whether the RUNNING row is in the buffer yet. The RUNNING row is buffered
-# lazily: a task that ends before the writer's next flush becomes one row, this
-# very list, trimmed and finished in place by post_execute; one still running
-# then gets a copy of its row buffered by the writer (before_flush). The hot
-# paths index it with literals (15 to 18).
-_Started = list[Any]
-_T0, _TALLY, _KEY, _BUFFERED = range(ROW_WIDTH, ROW_WIDTH + 4)
+# it will be stored (RUNNING for now) and the bookkeeping to finish it, in a small
+# list indexed by the names below (a class with an __init__ cost as much as the
+# rest of the hook's bookkeeping: bench_instructions).
+#
+# The row is buffered lazily: a task that ends before the writer's next flush
+# becomes one row, this very list, finished in place by post_execute (one INSERT
+# instead of an INSERT and an UPDATE); one still running at a flush has its row
+# buffered then (_BUFFERED), and post_execute finishes the buffered row instead.
+_Attempt = list[Any]
+_ROW = 0  # the LogRow
+_STARTED = 1  # perf_counter() at the start: the duration's clock
+_TALLY = 2  # the task name's TaskTally
+_KEY = 3  # the attempt's key in the row buffer
+_BUFFERED = 4  # whether the row is in the buffer yet
 
 
 class MonitoringMiddleware(TaskiqMiddleware):
@@ -97,7 +106,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
         self._rows = self._buffer.rows  # the same dict for the buffer's lifetime
         # Keyed by id(message): retry middlewares re-kick with the *same* labels
         # dict, so after on_error the labels already name the next attempt.
-        self._active: dict[int, _Started] = {}
+        self._active: dict[int, _Attempt] = {}
         self._errors: dict[int, tuple[str, str]] = {}
         self._host = worker_host()  # with its pid namespace: exporter.processes
         self._pid = os.getpid()
@@ -116,20 +125,17 @@ class MonitoringMiddleware(TaskiqMiddleware):
         """Write every buffered row, then close the store."""
         await self.runtime.stop()
 
-    # The hooks run on every task. They only touch memory and are written for
-    # speed: locals, one list literal per attempt, no helper call on the common
-    # path (each cut here was measured, see the README's benchmarks section).
-    # They are coroutines on purpose: taskiq's maybe_awaitable() checks a plain
-    # return value against the Awaitable ABC, which costs more than awaiting.
-    # _fields: pydantic keeps a model's field values in its __dict__; the hooks
-    # read them there (with pydantic 2 and CPython 3.11, as fast as attributes:
-    # 170 against 180 ns for three fields).
+    # The hooks run on every task. They only touch memory: one row per attempt,
+    # finished in place when it can be, and the tallies, which the writer applies
+    # to the metrics (docs/design.md says why). They are coroutines on purpose:
+    # taskiq's maybe_awaitable() checks a plain return value against the
+    # Awaitable ABC, which costs more than awaiting.
 
-    def _encode_params(self, fields: dict[str, Any]) -> str:
-        args, kwargs = fields["args"], fields["kwargs"]
+    def _encode_params(self, message: TaskiqMessage) -> str:
+        args, kwargs = message.args, message.kwargs
         if not args and not kwargs:
             return EMPTY_PARAMS
-        return self._params.encode(args, kwargs, fields["task_name"])
+        return self._params.encode(args, kwargs, message.task_name)
 
     def _task_function(self, name: str) -> Any:
         """The function behind a task name, if this process knows it (its
@@ -137,8 +143,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
         task = self.broker.find_task(name) if self.broker is not None else None
         return getattr(task, "original_func", None)
 
-    def _error_redactor(self, fields: dict[str, Any]) -> Callable[[str], str]:
-        return self._params.error_redactor(fields["args"], fields["kwargs"], fields["task_name"])
+    def _error_redactor(self, message: TaskiqMessage) -> Callable[[str], str]:
+        return self._params.error_redactor(message.args, message.kwargs, message.task_name)
 
     # Client side ---------------------------------------------------------------
 
@@ -155,34 +161,31 @@ class MonitoringMiddleware(TaskiqMiddleware):
 
     async def post_send(self, message: TaskiqMessage) -> None:
         try:
-            fields = message.__dict__  # see _fields
-            name = fields["task_name"]
+            name = message.task_name
             tally = self._tallies.get(name) or self._tally(name)
             tally.sent += 1
             if not self._record_pending:
                 return
-            labels = fields["labels"]
-            task_id = fields["task_id"]
+            labels = message.labels
+            task_id = message.task_id
             retries = labels.get(RETRIES_LABEL)
-            if retries is None:  # a first attempt: its key is the task id
-                attempt, key = 1, task_id
-            else:
-                attempt, key = attempt_key(task_id, retries)
+            # A first attempt's key is its task id (most tasks: no call).
+            attempt, key = (1, task_id) if retries is None else attempt_key(task_id, retries)
+            sent = sent_at(labels.get(SENT_AT_LABEL)) or time()
             row = self._rows.get(key)
             if row is None:
-                sent = labels.get(SENT_AT_LABEL)
-                sent = sent * 1e-6 if sent.__class__ is int else (sent_at(sent) or time())
-                params = None if NO_PARAMS_LABEL in labels else self._encode_params(fields)
-                self._buffer.admit(key, [task_id, attempt, name, PENDING, params, sent,
-                                         None, None, None, None, None, None, None, None,
-                                         sent])  # fmt: skip
+                params = None if NO_PARAMS_LABEL in labels else self._encode_params(message)
+                pending = log_row(
+                    task_id, attempt, name, PENDING, params=params, queued_at=sent, created_at=sent
+                )
+                self._buffer.admit(key, pending)
                 return
             # The worker ran it already (an in-place broker) or the writer has not
             # taken the row yet: fill in what only the sender knows.
             if row[QUEUED_AT] is None:
-                row[QUEUED_AT] = sent_at(labels.get(SENT_AT_LABEL)) or time()
+                row[QUEUED_AT] = sent
             if row[PARAMS] is None and NO_PARAMS_LABEL not in labels:
-                row[PARAMS] = self._encode_params(fields)
+                row[PARAMS] = self._encode_params(message)
         except Exception:
             logger.exception("taskiq-exporter: post_send failed (the task was sent)")
 
@@ -192,22 +195,18 @@ class MonitoringMiddleware(TaskiqMiddleware):
         try:
             t0 = perf_counter()
             now = t0 + self._wall_offset
-            fields = message.__dict__  # see _fields
-            labels = fields["labels"]
-            task_id = fields["task_id"]
-            name = fields["task_name"]
+            labels = message.labels
+            task_id = message.task_id
+            name = message.task_name
             retries = labels.get(RETRIES_LABEL)
-            if retries is None:  # a first attempt: its key is the task id
-                attempt, key = 1, task_id
-            else:
-                attempt, key = attempt_key(task_id, retries)
+            # A first attempt's key is its task id (most tasks: no call).
+            attempt, key = (1, task_id) if retries is None else attempt_key(task_id, retries)
             tally = self._tallies.get(name) or self._tally(name)
             tally.started += 1  # in progress: counted from _active when applied
             # The sender's labels are taken off: the task, the other middlewares and
             # the stored result see the labels as they were sent, and every copy
             # taskiq makes of them from here on is cheaper.
-            sent = labels.pop(SENT_AT_LABEL, None)
-            sent = sent * 1e-6 if sent.__class__ is int else sent_at(sent)
+            sent = sent_at(labels.pop(SENT_AT_LABEL, None))
             if sent is None:
                 created, wait_ms, params_stored = now, None, False
             else:
@@ -221,14 +220,25 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 # The sender wrote the params with its PENDING row.
                 params_stored = labels.pop(NO_PARAMS_LABEL, None) is None
             if not params_stored:
-                params = self._encode_params(fields)
-            elif fields["args"] or fields["kwargs"]:
+                params = self._encode_params(message)
+            elif message.args or message.kwargs:
                 params = None  # encoded once, by the sender
             else:  # nothing to encode: the row is whole without the sender's
                 params = EMPTY_PARAMS
-            self._active[id(message)] = [task_id, attempt, name, RUNNING, params, sent, now,
-                                         None, None, wait_ms, None, None, self._host, self._pid,
-                                         created, t0, tally, key, False]  # fmt: skip
+            row = log_row(
+                task_id,
+                attempt,
+                name,
+                RUNNING,
+                params=params,
+                queued_at=sent,
+                started_at=now,
+                queue_wait_ms=wait_ms,
+                worker_host=self._host,
+                worker_pid=self._pid,
+                created_at=created,
+            )
+            self._active[id(message)] = [row, t0, tally, key, False]  # see _Attempt
         except Exception:
             logger.exception("taskiq-exporter: pre_execute failed (the task runs anyway)")
         return message
@@ -239,20 +249,20 @@ class MonitoringMiddleware(TaskiqMiddleware):
         task shows in the log, and a worker killed mid-task leaves a row for the
         reaper)."""
         self._wall_offset = time() - perf_counter()
-        for state in self._active.values():
-            if not state[_BUFFERED]:
-                self._buffer_start(state)
+        for attempt in self._active.values():
+            if not attempt[_BUFFERED]:
+                self._buffer_start(attempt)
 
     def _running_tallies(self) -> list[Any]:
         """One tally per attempt running now (the in-progress gauge)."""
-        return [state[_TALLY] for state in self._active.values()]
+        return [attempt[_TALLY] for attempt in self._active.values()]
 
-    def _buffer_start(self, state: _Started) -> None:
-        """Put a copy of an attempt's RUNNING row in the buffer, merged into the row
-        held for it if there is one (a PENDING row from a sender in this process)."""
-        state[_BUFFERED] = True
-        key = state[_KEY]
-        running = state[:ROW_WIDTH]
+    def _buffer_start(self, attempt: _Attempt) -> None:
+        """Put an attempt's RUNNING row in the buffer, merged into the row held for
+        it if there is one (a PENDING row from a sender in this process). From here
+        on the buffer owns that row: post_execute finishes the buffered one."""
+        attempt[_BUFFERED] = True
+        key, running = attempt[_KEY], attempt[_ROW]
         row = self._rows.get(key)
         if row is None:
             self._buffer.admit(key, running)
@@ -270,7 +280,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 exception,
                 max_message_bytes=s.max_error_message_bytes,
                 max_traceback_bytes=s.max_traceback_bytes,
-                redact=self._error_redactor(message.__dict__),
+                redact=self._error_redactor(message),
             )
         except Exception:
             logger.exception("taskiq-exporter: on_error failed")
@@ -279,20 +289,19 @@ class MonitoringMiddleware(TaskiqMiddleware):
         end = perf_counter()
         try:
             now = end + self._wall_offset
-            fields = message.__dict__  # see _fields
-            task_id = fields["task_id"]
-            state = self._active.pop(id(message), None)
-            if state is not None and state[0] == task_id:
-                tally = state[16]
-                duration = end - state[15]
+            task_id = message.task_id
+            started = self._active.pop(id(message), None)
+            if started is not None and started[_ROW][TASK_ID] == task_id:
+                tally = started[_TALLY]
+                duration = end - started[_STARTED]
             else:  # pre_execute did not see it (it failed, or another middleware's did)
-                state = None
-                name = fields["task_name"]
+                started = None
+                name = message.task_name
                 tally = self._tallies.get(name) or self._tally(name)
                 duration = float(result.execution_time)
             error = self._errors.pop(id(message), None) if self._errors else None
             if error is None and result.is_err and not isinstance(result.error, NoResultError):
-                text = self._error_redactor(fields)(safe_str(result.error))
+                text = self._error_redactor(message)(safe_str(result.error))
                 error = (text[: self.settings.max_error_message_bytes], "")
             # Durations are bucketed when the tallies are applied.
             if error is None:
@@ -310,37 +319,48 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 if isinstance(result.error, NoResultError):
                     tally.retries += 1
             rows = self._rows
-            if state is None:
-                attempt, key = attempt_key(task_id, fields["labels"].get(RETRIES_LABEL))
+            if started is None:
+                attempt, key = attempt_key(task_id, message.labels.get(RETRIES_LABEL))
                 created = now
                 row = rows.get(key)
             else:
-                key = state[17]
+                key = started[_KEY]
                 row = rows.get(key)
-                if not state[18]:  # its RUNNING row is not buffered
+                if not started[_BUFFERED]:
                     if row is None:
                         # Started and finished between two flushes: its one row is
-                        # the state itself, finished in place.
-                        del state[15:]
-                        state[3] = status
-                        state[7] = now
-                        state[8] = duration * 1000.0
+                        # the RUNNING row, finished in place.
+                        row = started[_ROW]
+                        row[STATUS] = status
+                        row[COMPLETED_AT] = now
+                        row[DURATION_MS] = duration * 1000.0
                         if error is not None:
-                            state[10] = error_text
-                            state[11] = traceback_text
+                            row[ERROR_MESSAGE] = error_text
+                            row[ERROR_TRACEBACK] = traceback_text
                         if len(rows) < self._buffer.room:  # RowBuffer.admit, inlined
-                            rows[key] = state
-                        elif not self._buffer.admit(key, state):
+                            rows[key] = row
+                        elif not self._buffer.admit(key, row):
                             tally.fold()  # nothing applies the tallies meanwhile
                         return
-                    self._buffer_start(state)  # merged into the row held for it
-                attempt, name, created = state[1], state[2], state[14]
+                    self._buffer_start(started)  # merged into the row held for it
+                running = started[_ROW]
+                attempt, name, created = running[ATTEMPT], running[TASK_NAME], running[CREATED_AT]
             if row is None:
                 # The writer took the RUNNING row already: the store merges.
-                if not self._buffer.admit(key, [task_id, attempt, name, status, None, None,
-                                                None, now, duration * 1000.0, None, error_text,
-                                                traceback_text, self._host, self._pid,
-                                                created]):  # fmt: skip
+                finished = log_row(
+                    task_id,
+                    attempt,
+                    name,
+                    status,
+                    completed_at=now,
+                    duration_ms=duration * 1000.0,
+                    error_message=error_text,
+                    error_traceback=traceback_text,
+                    worker_host=self._host,
+                    worker_pid=self._pid,
+                    created_at=created,
+                )
+                if not self._buffer.admit(key, finished):
                     tally.fold()
                 return
             row[COMPLETED_AT] = now

@@ -32,6 +32,8 @@ import binascii
 import re
 from collections.abc import Iterable
 
+from exporter.text import key_words
+
 REDACTED = "***"
 # Shorter values are not searched for in error texts: they would shred words.
 MIN_SCRUB_LENGTH = 4
@@ -47,15 +49,6 @@ ORDINARY_WORDS = frozenset(
      "secretaries", "secretariat", "secrete", "secreted", "secretion", "possession",
      "possessions", "obsession", "obsessions", "cookiecutter")
 )  # fmt: skip
-
-# A letter that is not an ASCII capital: ASCII lower case, or any other alphabet's.
-_LOWER = r"(?:[a-z]|(?![A-Z])[^\W\d_])"
-_WORDS = re.compile(rf"[A-Z]+(?!{_LOWER})|[A-Z]?{_LOWER}+|[0-9]+")
-
-
-def key_words(key: str) -> tuple[str, ...]:
-    """``"X-Api-Key"`` -> ``("x", "api", "key")``."""
-    return tuple(w.lower() for w in _WORDS.findall(key))
 
 
 class KeyRule:

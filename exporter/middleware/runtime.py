@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
 import logging
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from prometheus_client.registry import CollectorRegistry
-from sqlalchemy.engine import make_url
 
 from exporter.events import EventHub
 from exporter.metrics.aggregator import Aggregator
@@ -21,10 +17,7 @@ from exporter.middleware.buffer import RowBuffer
 from exporter.middleware.sanitize import ParamsEncoder
 from exporter.middleware.writer import BackgroundWriter
 from exporter.settings import ExporterSettings
-from exporter.store.engine import is_sqlite, make_engine
-from exporter.store.pg_writer import PostgresRowStore
-from exporter.store.row_batches import RowStore
-from exporter.store.sqlite_writer import SqliteRowStore
+from exporter.store.factory import open_row_store
 
 logger = logging.getLogger(__name__)
 REAP_EVERY_SECONDS = 15.0
@@ -66,13 +59,7 @@ class Runtime:
         s = self.settings
         if self.multiproc_dir:
             reap_dead_processes(self.multiproc_dir)
-        engine = make_engine(s.database_url)
-        store: RowStore
-        if is_sqlite(s.database_url):
-            await _migrate_sqlite(s.database_url)
-            store = SqliteRowStore(engine, hub=self.hub)
-        else:
-            store = PostgresRowStore(engine)
+        store = await open_row_store(s.database_url, hub=self.hub)
         self.writer = BackgroundWriter(
             self.buffer,
             store,
@@ -107,21 +94,3 @@ class Runtime:
                 from prometheus_client.multiprocess import mark_process_dead
 
                 mark_process_dead(os.getpid(), self.multiproc_dir)
-
-
-async def _migrate_sqlite(url: str) -> None:
-    """The embedded store creates its schema itself; a file lock keeps several
-    worker processes from migrating the same file at once."""
-    from exporter.store import migrate  # alembic is only needed here
-
-    database = make_url(url).database
-    if not database or database == ":memory:":
-        raise ValueError("the embedded store needs a file: sqlite+aiosqlite:///path.sqlite3")
-    Path(database).parent.mkdir(parents=True, exist_ok=True)
-    lock_path = f"{database}.migrate.lock"
-    with open(lock_path, "w") as lock:  # noqa: ASYNC230 - a tiny local file
-        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
-        try:
-            await migrate.upgrade(url)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)

@@ -15,23 +15,15 @@ import orjson
 
 from exporter.middleware.redaction import REDACTED, KeyRule, TextRedactor, scrub
 from exporter.middleware.tracebacks import format_traceback
+from exporter.text import clean_text
 
-__all__ = ["REDACTED", "ParamsEncoder", "cap_text", "clean_text", "describe_exception"]
+__all__ = ["REDACTED", "ParamsEncoder", "cap_text", "describe_exception"]
 
 MAX_DEPTH = 32
 MAX_REDACTED_PATHS = 100
 TRUNCATION_MARKER = "... [truncated {n} bytes]"
 _INT64 = 2**63
 EMPTY_PARAMS = '{"args":[],"kwargs":{}}'
-
-
-def clean_text(value: str) -> str:
-    """PostgreSQL text holds neither NUL nor lone surrogates (non-UTF-8 input)."""
-    if not value.isascii():
-        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
-    if "\x00" in value:
-        value = value.replace("\x00", "\\x00")
-    return value
 
 
 def cap_text(value: str, max_bytes: int, *, keep_tail: bool = False) -> str:

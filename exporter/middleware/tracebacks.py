@@ -1,9 +1,9 @@
-"""A failed task's traceback as text, at a fifth of ``traceback.format_exception``'s cost.
+"""A failed task's traceback as text, without the cost of Python 3.11's markers.
 
 Python 3.11's formatter finds each frame's column range (``co_positions()``,
 walked from the start of the code object) and parses the source line with
-``ast`` to draw the ``^^^^`` markers under it: about 110 us for a five-frame
-taskiq traceback, on the worker's path for every failed attempt. This walks
+``ast`` to draw the ``^^^^`` markers under it: most of the cost of formatting a
+traceback, on the worker's path for every failed attempt. This walks
 the frames by line number only and prints what Python 3.10 printed: the same
 frames, source lines, chained exceptions and notes, without the markers.
 Exception groups, rare in tasks, keep the standard library's layout.

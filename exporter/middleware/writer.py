@@ -20,7 +20,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from exporter.metrics.aggregator import Aggregator
 from exporter.metrics.instruments import Instruments
 from exporter.middleware.buffer import RowBuffer
-from exporter.middleware.rows import LogRow
+from exporter.rows import LogRow
 from exporter.store.row_batches import RowStore
 
 logger = logging.getLogger(__name__)

@@ -18,12 +18,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from exporter.rows import TaskStatus
 from exporter.service.params import MetricsQuery, parse_query
 from exporter.service.schemas import MetricsTotals, MonitoringMetricsResponse, TaskMetrics
 from exporter.service.state import get_state
 from exporter.store import queries
 from exporter.store.counts import retried_attempts, task_totals
-from exporter.store.models import TaskStatus, utcnow
+from exporter.store.models import utcnow
 
 Totals = Mapping[tuple[str, str], tuple[int, float]]
 

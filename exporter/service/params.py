@@ -21,8 +21,9 @@ from pydantic import (
 )
 from starlette.datastructures import QueryParams
 
+from exporter.rows import TaskStatus
 from exporter.service.errors import BadRequest
-from exporter.store.models import TASK_NAME_MAX, TaskStatus
+from exporter.store.models import TASK_NAME_MAX
 
 MIN_DATE = datetime(1970, 1, 1, tzinfo=UTC)
 # The largest BIGINT (PostgreSQL) and INTEGER (SQLite): a row id beyond it fails in

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from exporter.store.models import TaskStatus
+from exporter.rows import TaskStatus
 
 
 class _Out(BaseModel):
@@ -84,7 +84,12 @@ class TaskExecutionLogResponse(_Out):
     status: TaskStatus
     task_id: str
     attempt: int
-    params: Any = Field(description="The task's arguments as stored (secrets redacted)")
+    params: Any = Field(
+        description=(
+            "The task's arguments as stored: {args, kwargs}, secrets replaced by '***'; "
+            "when anything was masked, _redacted lists the masked paths (never the values)"
+        )
+    )
     queued_at: datetime | None
     started_at: datetime | None
     completed_at: datetime | None

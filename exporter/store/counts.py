@@ -29,11 +29,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from exporter.rows import TaskStatus
 from exporter.store.models import (
     TaskExecutionLog,
     TaskExecutionRollup,
     TaskExecutionRollupHourly,
-    TaskStatus,
     UTCDateTime,
 )
 from exporter.store.queries import LOG, LogFilter

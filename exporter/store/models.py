@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,15 +22,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-
-class TaskStatus(str, enum.Enum):
-    """Where a task attempt is in its life."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCESS = "success"
-    FAILED = "failed"
-
+from exporter.rows import TaskStatus
 
 TERMINAL_STATUSES = (TaskStatus.SUCCESS, TaskStatus.FAILED)
 TASK_NAME_MAX = 255

@@ -1,11 +1,11 @@
 """PostgreSQL: one statement per batch (upsert, and rollups when it finishes rows)
 and a NOTIFY of the batch's stamp, in one transaction.
 
-The batch travels as one JSON text parameter that the server unpacks: encoding
-fifteen typed arrays cost the worker about 15 us a row, orjson about 0.2 us,
-and the unpacking runs on the database's core. It is cast to jsonb, parsed once:
-as json, every ``e->>i`` parsed the row again, 18 us a row of the server's CPU
-(about 4 us as jsonb), which a small host shares with its workers.
+The batch travels as one JSON text parameter that the server unpacks: orjson
+encodes it far faster than the driver encodes fifteen typed arrays, and the
+unpacking runs on the database's core. It is cast to jsonb, parsed once: as
+json, every ``e->>i`` would parse the row again, on server CPU that a small host
+shares with its workers.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from exporter.events import PG_CHANNEL, TaskEvent
-from exporter.middleware.rows import COLUMNS, STATUS, TERMINAL, LogRow
-from exporter.middleware.sanitize import clean_text
+from exporter.rows import COLUMNS, STATUS, TERMINAL, LogRow
 from exporter.store.row_batches import TERMINAL_SQL, TIME_COLUMNS, coalesce_updates
+from exporter.text import clean_text
 
 _CASTS = {
     "attempt": "int",
@@ -47,8 +47,8 @@ _FIELDS = ", ".join(f"{_field(i, c)} AS {c}" for i, c in enumerate(COLUMNS))
 
 # One statement, sent on its own (autocommit: its implicit transaction is the
 # batch's): four round trips (BEGIN, upsert, NOTIFY, COMMIT) through SQLAlchemy
-# cost ~600 us of the worker's CPU per batch, which at a worker's pace of a few
-# dozen rows per 50 ms flush was most of what monitoring cost it.
+# would cost the worker more CPU per batch than the rows themselves at a worker's
+# pace of a few dozen rows per flush.
 # $1 the batch (JSON text), $2 its updated_at stamp, $3 the NOTIFY channel,
 # $4 the stamp as the listeners parse it (ISO 8601).
 _UPSERT = f"""
@@ -88,8 +88,7 @@ _NO_NOTIFY = "\nSELECT $3::text, $4::text"
 WRITE_AND_NOTIFY = _UPSERT + _ROLLUPS + _NOTIFY
 WRITE_ONLY = _UPSERT + _ROLLUPS + _NO_NOTIFY
 # A batch with no finished row (a sender's PENDING rows) can finish nothing, so it
-# skips the rollups: their statement-level triggers would still fire, empty, at
-# ~40 us a batch.
+# skips the rollups: their statement-level triggers would still fire, empty.
 PENDING_AND_NOTIFY = _UPSERT + "\n)" + _NOTIFY
 PENDING_ONLY = _UPSERT + "\n)" + _NO_NOTIFY
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from exporter.events import TaskEvent
-from exporter.middleware.rows import COLUMNS, LogRow
+from exporter.rows import COLUMNS, LogRow
 
 TIME_COLUMNS = frozenset(("queued_at", "started_at", "completed_at", "created_at"))
 TERMINAL_SQL = "('success', 'failed')"

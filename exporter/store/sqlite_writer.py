@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from exporter.events import EventHub, TaskEvent, events_from_row, rank
-from exporter.middleware.rows import (
+from exporter.rows import (
     COLUMNS,
     CREATED_AT,
     DURATION_MS,
@@ -23,7 +23,6 @@ from exporter.middleware.rows import (
     as_dict,
     row_key,
 )
-from exporter.middleware.sanitize import clean_text
 from exporter.store.models import UTCDateTime
 from exporter.store.row_batches import (
     TIME_COLUMNS,
@@ -31,6 +30,7 @@ from exporter.store.row_batches import (
     minute,
     to_dt,
 )
+from exporter.text import clean_text
 
 _TIME_BINDS = [bindparam(c, type_=UTCDateTime) for c in (*TIME_COLUMNS, "updated_at")]
 UPSERT = text(
