@@ -1,8 +1,8 @@
-"""From a task finishing in a worker process to its event at a WebSocket client.
+"""Latency from a task finishing in a worker process to its event at a WebSocket client.
 
     python -m benchmarks.bench_events [--rate 50] [--seconds 20] [--flush-intervals 0.05,0.01]
 
-Real processes on this host: `taskiq-exporter worker tests.integration.worker_app:broker
+Real processes on this host: `taskiq-exporter worker tests.helpers.worker_app:broker
 --workers 2` on Redis with a fresh PostgreSQL store, `taskiq-exporter serve`, a
 sender process that kiqs tasks at a steady rate (one in ten fails), and this
 process as a client of /api/v1/monitoring/events. For each terminal event:
@@ -41,7 +41,7 @@ from benchmarks.options import add_server_url
 from benchmarks.ports import free_port
 from exporter.store.migrate import upgrade
 from exporter.store.pg_admin import drop_database, ensure_database
-from tests.integration import processes
+from tests.helpers import processes
 
 EVENTS = "/api/v1/monitoring/events"
 TERMINAL = ("success", "failed")
@@ -82,7 +82,7 @@ async def receive(ws: ClientConnection, into: Received, stop: asyncio.Event) -> 
 
 async def send_paced(rate: float, seconds: float) -> int:
     """The sender process: the app's own broker (with the middleware), as a client."""
-    from tests.integration.worker_app import broker, fail, quick
+    from tests.helpers.worker_app import broker, fail, quick
 
     await broker.startup()
     total = int(rate * seconds)

@@ -1,6 +1,6 @@
 """Middleware overhead in CPU instructions: bench_middleware's workload, counted.
 
-    python -m benchmarks.bench_instructions [--small 2000] [--large 12000]
+    python -m benchmarks.bench_instructions [--small 2000] [--large 12000] [--args {none,secrets}]
 
 bench_middleware's ratio of tasks per second moves by 0.1 from one run to the
 next on a shared machine. This runs the same workload (InMemoryBroker with
@@ -18,6 +18,8 @@ ratio of bench_middleware is lower than the ratio printed here.
 
 Under valgrind the process runs ~50x slower; the writer's flush interval is
 stretched by as much so that its batches hold as many rows as at full speed.
+``--args`` is bench_middleware's: the task without arguments, or with secrets to
+redact. It needs valgrind (Debian: ``apt-get install -y valgrind``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from benchmarks.options import add_server_url
+from benchmarks.options import add_server_url, add_task_args
 from benchmarks.scratch import scratch_database
 
 CONFIGS = ("bare taskiq", "taskiq PrometheusMiddleware", "MonitoringMiddleware")
@@ -40,8 +42,8 @@ CONFIGS = ("bare taskiq", "taskiq PrometheusMiddleware", "MonitoringMiddleware")
 FLUSH_INTERVAL_UNDER_VALGRIND = 2.5
 
 
-async def child(config: str, tasks: int, url: str) -> None:
-    """The measured process: one configuration, ``tasks`` no-op tasks."""
+async def child(config: str, tasks: int, url: str, args: str) -> None:
+    """The measured process: one configuration, ``tasks`` no-op tasks sent with ``args``."""
     from taskiq import TaskiqMiddleware
     from taskiq.middlewares.prometheus_middleware import PrometheusMiddleware
 
@@ -55,10 +57,10 @@ async def child(config: str, tasks: int, url: str) -> None:
     elif config == "MonitoringMiddleware":
         flush = FLUSH_INTERVAL_UNDER_VALGRIND
         middlewares.append(MonitoringMiddleware(database_url=url, flush_interval_seconds=flush))
-    await run(tasks, middlewares)
+    await run(tasks, middlewares, args)
 
 
-async def count(config: str, tasks: int, url: str, out_dir: Path) -> int:
+async def count(config: str, tasks: int, url: str, args: str, out_dir: Path) -> int:
     """Instructions executed by a child process running ``config``."""
     out = out_dir / f"{uuid.uuid4().hex}.out"
     multiproc = tempfile.mkdtemp(prefix="texp-bench-instr-")
@@ -74,6 +76,7 @@ async def count(config: str, tasks: int, url: str, out_dir: Path) -> int:
             config,
             str(tasks),
             url,
+            args,
             # A fixed hash seed: how many probes a dict lookup takes depends on it,
             # and so would the count, from one run to the next.
             env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": multiproc, "PYTHONHASHSEED": "0"},
@@ -97,6 +100,7 @@ async def main() -> None:
     add_server_url(parser)
     parser.add_argument("--small", type=int, default=2_000, help="tasks in the first run")
     parser.add_argument("--large", type=int, default=12_000, help="tasks in the second run")
+    add_task_args(parser)
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install -y valgrind)")
@@ -107,14 +111,14 @@ async def main() -> None:
         with tempfile.TemporaryDirectory(prefix="texp-callgrind-") as out_dir:
             for config in CONFIGS:
                 small, large = await asyncio.gather(
-                    count(config, args.small, url, Path(out_dir)),
-                    count(config, args.large, url, Path(out_dir)),
+                    count(config, args.small, url, args.args, Path(out_dir)),
+                    count(config, args.large, url, args.args, Path(out_dir)),
                 )
                 per_task[config] = (large - small) / (args.large - args.small)
     bare = per_task["bare taskiq"]
     print(
         f"instructions per no-op task, ({args.large} - {args.small} tasks) under callgrind,"
-        f" InMemoryBroker, PostgreSQL store, PROMETHEUS_MULTIPROC_DIR set"
+        f" args: {args.args}, InMemoryBroker, PostgreSQL store, PROMETHEUS_MULTIPROC_DIR set"
         f" (python {sys.version.split()[0]})"
     )
     print(f"{'configuration':30} {'instructions':>12} {'over bare':>10} {'ratio':>6}")
@@ -124,6 +128,6 @@ async def main() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--child"]:
-        asyncio.run(child(sys.argv[2], int(sys.argv[3]), sys.argv[4]))
+        asyncio.run(child(sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]))
     else:
         asyncio.run(main())

@@ -1,4 +1,4 @@
-"""PostgreSQL's CPU per logged row: what one database core takes.
+"""PostgreSQL's CPU time per logged row: how many tasks one database core sustains.
 
     python -m benchmarks.bench_store [--rows 20000] [--rounds 3]
 
@@ -31,7 +31,7 @@ import asyncpg
 
 from benchmarks.bursts import cpu_seconds
 from benchmarks.options import add_server_url
-from exporter.middleware.rows import LogRow
+from exporter.rows import LogRow
 from exporter.store.engine import make_engine
 from exporter.store.migrate import upgrade
 from exporter.store.pg_admin import asyncpg_dsn, drop_database, ensure_database

@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_throughput [--rounds 8] [--burst 5000] [--only "1 worker"]
 
-The end-to-end workload (tests/integration/e2e_workload.py: 5% of the tasks end
+The end-to-end workload (tests/helpers/e2e_workload.py: 5% of the tasks end
 failed, 4% are retried) with every sleep removed, so that what the monitoring
 costs is visible, drained from a pre-filled ``ListQueueBroker`` queue
 (benchmarks/bursts.py) by each configuration:
@@ -51,7 +51,7 @@ LABELS = {
 WARMUP_TASKS = 500
 # Task i has name (i // 7) % names: a warm-up of this many tasks per name and worker
 # lets every worker process meet every name before measuring (the first sight of a
-# name in a process creates its series, a one-time cost the README states apart).
+# name in a process creates its series, a one-time cost kept out of the measurement).
 WARMUP_TASKS_PER_NAME_AND_WORKER = 7 * 2
 Results = dict[str, list[Burst]]
 

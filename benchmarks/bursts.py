@@ -6,7 +6,7 @@ every configuration in turn one burst: sender processes fill a staging list (one
 sender tops out near 2,000 ``kiq()`` per second, which would hide any cost on the
 worker side), ``RENAME`` makes it the worker's queue at once (waking the blocked
 ``BRPOP``s) and the workers drain it. Every worker process notes when it
-finished each task and its CPU time then (tests/integration/e2e_app.py), so each
+finished each task and its CPU time then (tests/helpers/e2e_app.py), so each
 burst's rate and CPU per task come from the workers' own clocks, with no
 start-up or shutdown in them. Short bursts in alternation share out the noise
 of a busy machine evenly.
@@ -30,10 +30,10 @@ from typing import IO, Any
 import asyncpg
 from redis.asyncio import Redis
 
-from tests.integration import e2e_workload as w
+from tests.helpers import e2e_workload as w
 
 ROOT = Path(__file__).resolve().parents[1]
-APP = "tests.integration.e2e_app"
+APP = "tests.helpers.e2e_app"
 # E2E_MIDDLEWARE of each configuration (see e2e_app).
 MIDDLEWARE = {"bare": "none", "taskiq-prometheus": "taskiq-prometheus", "exporter": "exporter"}
 TERMINAL = "SELECT count(*) FROM task_execution_logs WHERE status IN ('success', 'failed')"

@@ -20,7 +20,7 @@ import asyncpg
 from redis.asyncio import Redis
 
 from exporter.store.pg_admin import asyncpg_dsn
-from tests.integration.processes import child_pids
+from tests.helpers.processes import child_pids
 
 
 class PinningUnavailable(RuntimeError):
