@@ -1,8 +1,7 @@
-"""The bounded buffer between the hooks and the writer."""
+"""RowBuffer, the bounded buffer between the hooks and the writer (the hooks that
+fill it: test_hooks)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from exporter.middleware.buffer import (
     DROPPED_KEYS_KEPT,
@@ -10,17 +9,18 @@ from exporter.middleware.buffer import (
     RowBuffer,
     row_bytes,
 )
-from exporter.middleware.rows import (
+from exporter.rows import (
     COMPLETED_AT,
     CREATED_AT,
     ERROR_MESSAGE,
     ERROR_TRACEBACK,
     PARAMS,
+    PENDING,
     STARTED_AT,
     STATUS,
     LogRow,
     advance,
-    new_row,
+    log_row,
 )
 
 MiB = 2**20
@@ -96,159 +96,24 @@ def test_a_failed_batch_goes_back_merged_with_newer_updates() -> None:
 
 def test_dropped_attempts_are_remembered_up_to_a_bound() -> None:
     buf = RowBuffer(max_rows=1)
-    buf.admit("held", new_row("held", 1, "t", 0.0))
-    buf.admit("first", new_row("first", 1, "t", 0.0))
-    buf.admit("first", new_row("first", 1, "t", 0.0))  # its end: the same lost row
+    buf.admit("held", log_row("held", 1, "t", PENDING, created_at=0.0))
+    buf.admit("first", log_row("first", 1, "t", PENDING, created_at=0.0))
+    buf.admit(
+        "first", log_row("first", 1, "t", PENDING, created_at=0.0)
+    )  # its end: the same lost row
     assert buf.dropped == 1
     for i in range(DROPPED_KEYS_KEPT):
-        buf.admit(f"other-{i}", new_row(f"other-{i}", 1, "t", 0.0))
+        buf.admit(f"other-{i}", log_row(f"other-{i}", 1, "t", PENDING, created_at=0.0))
     assert buf.dropped == 1 + DROPPED_KEYS_KEPT
     # "first" was the oldest remembered and has been forgotten: it counts again.
-    buf.admit("first", new_row("first", 1, "t", 0.0))
+    buf.admit("first", log_row("first", 1, "t", PENDING, created_at=0.0))
     assert buf.dropped == 2 + DROPPED_KEYS_KEPT
-    buf.admit(f"other-{DROPPED_KEYS_KEPT - 1}", new_row("x", 1, "t", 0.0))
+    buf.admit(f"other-{DROPPED_KEYS_KEPT - 1}", log_row("x", 1, "t", PENDING, created_at=0.0))
     assert buf.dropped == 2 + DROPPED_KEYS_KEPT
-
-
-async def test_the_hooks_count_rows_in_flight_against_the_bound() -> None:
-    """The hooks test the bound inline (no call): rows the writer holds count too."""
-    from taskiq import TaskiqMessage, TaskiqResult
-
-    from exporter import MonitoringMiddleware
-
-    mw = MonitoringMiddleware(database_url="sqlite+aiosqlite:///unused.sqlite3", max_buffer_rows=2)
-
-    def message(task_id: str) -> TaskiqMessage:
-        return TaskiqMessage(task_id=task_id, task_name="n", labels={}, args=[], kwargs={})
-
-    ok = TaskiqResult(is_err=False, return_value=None, execution_time=0.0)
-    for task_id in ("a", "b"):
-        done = message(task_id)
-        await mw.pre_execute(done)
-        await mw.post_execute(done, ok)
-    batch = mw.runtime.buffer.take(10)  # the writer holds both
-    assert len(batch) == 2
-    late = message("c")
-    await mw.pre_execute(late)
-    await mw.post_execute(late, ok)
-    assert mw.runtime.buffer.rows == {}
-    assert mw.runtime.buffer.dropped == 1  # one attempt lost, counted once
-    mw.runtime.buffer.settle(batch, written=True)
-    running = message("d")
-    await mw.pre_execute(running)
-    mw.before_flush()  # what the writer does before a flush
-    assert list(mw.runtime.buffer.rows) == ["d"]
-    assert mw.runtime.buffer.rows["d"][STATUS] == "running"
-
-
-async def test_a_running_attempt_merges_into_the_pending_row_its_sender_holds() -> None:
-    """Sender and worker in one process (a broker that does not run in place): the
-    writer's before_flush() turns the held PENDING row into the RUNNING one."""
-    from taskiq import TaskiqMessage
-
-    from exporter import MonitoringMiddleware
-    from exporter.middleware.rows import PARAMS, QUEUED_AT, WORKER_PID
-
-    mw = MonitoringMiddleware(database_url="sqlite+aiosqlite:///unused.sqlite3")
-    msg = TaskiqMessage(task_id="p", task_name="n", labels={}, args=[7], kwargs={})
-    await mw.pre_send(msg)
-    await mw.post_send(msg)
-    (held,) = mw.runtime.buffer.rows.values()
-    assert held[STATUS] == "pending"
-    await mw.pre_execute(msg)
-    mw.before_flush()
-    assert list(mw.runtime.buffer.rows.values()) == [held]  # the same row, merged
-    assert held[STATUS] == "running"
-    assert held[STARTED_AT] is not None
-    assert held[WORKER_PID] is not None
-    assert held[QUEUED_AT] <= held[STARTED_AT]
-    assert held[CREATED_AT] == held[QUEUED_AT]
-    assert held[PARAMS] == '{"args":[7],"kwargs":{}}'
-
-
-async def test_observations_wait_for_the_tallies_but_stay_bounded_while_rows_are_refused() -> None:
-    """The hooks append durations and queue waits to lists that the writer's
-    apply buckets; with no writer and a full buffer, each refused row folds them."""
-    from taskiq import TaskiqMessage, TaskiqResult
-
-    from exporter import MonitoringMiddleware
-    from exporter.middleware.labels import SENT_AT_LABEL
-
-    mw = MonitoringMiddleware(database_url="sqlite+aiosqlite:///unused.sqlite3", max_buffer_rows=3)
-    ok = TaskiqResult(is_err=False, return_value=None, execution_time=0.0)
-    for i in range(10):
-        msg = TaskiqMessage(
-            task_id=f"t{i}", task_name="n", labels={SENT_AT_LABEL: 1}, args=[], kwargs={}
-        )
-        await mw.pre_execute(msg)
-        await mw.post_execute(msg, ok)
-    tally = mw.runtime.aggregator.tasks["n"]
-    assert len(tally.ok_durations) <= 3
-    assert len(tally.waits) <= 3
-    assert mw.runtime.buffer.dropped == 7
-    mw.runtime.aggregator.apply()
-    assert tally.ok_durations == []
-    assert tally.waits == []
-    labels = {"task_name": "n"}
-    ok_labels = {**labels, "status": "success"}
-    assert mw.registry.get_sample_value("taskiq_task_duration_seconds_count", ok_labels) == 10
-    assert mw.registry.get_sample_value("taskiq_task_queue_wait_seconds_count", labels) == 10
-    # Sent at the epoch's first microsecond: every wait is in the +Inf bucket only.
-    inf = {**labels, "le": "+Inf"}
-    assert mw.registry.get_sample_value("taskiq_task_queue_wait_seconds_bucket", inf) == 10
-    assert mw.registry.get_sample_value("taskiq_task_queue_wait_seconds_sum", labels) > 1e9
-
-
-async def test_the_in_progress_gauge_counts_the_attempts_running_when_applied() -> None:
-    from taskiq import TaskiqMessage, TaskiqResult
-
-    from exporter import MonitoringMiddleware
-
-    mw = MonitoringMiddleware(database_url="sqlite+aiosqlite:///unused.sqlite3")
-    msgs = [
-        TaskiqMessage(task_id=f"r{i}", task_name=name, labels={}, args=[], kwargs={})
-        for i, name in enumerate(("a", "a", "b"))
-    ]
-    for msg in msgs:
-        await mw.pre_execute(msg)
-
-    def in_progress(name: str) -> float | None:
-        mw.runtime.aggregator.apply()
-        return mw.registry.get_sample_value("taskiq_tasks_in_progress", {"task_name": name})
-
-    assert (in_progress("a"), in_progress("b")) == (2, 1)
-    ok = TaskiqResult(is_err=False, return_value=None, execution_time=0.0)
-    await mw.post_execute(msgs[0], ok)
-    await mw.post_execute(msgs[2], ok)
-    assert (in_progress("a"), in_progress("b")) == (1, 0)
-
-
-async def test_a_worker_leaves_params_to_the_sender_unless_there_are_none() -> None:
-    """A message stamped by a sender with this middleware: its PENDING row carries the
-    params, so the worker's row does not encode them again; a task without
-    arguments still gets whole rows from the worker alone (if the sender's row is
-    lost, or its process has no store)."""
-    from taskiq import TaskiqMessage, TaskiqResult
-
-    from exporter import MonitoringMiddleware
-    from exporter.middleware.labels import SENT_AT_LABEL
-    from exporter.middleware.rows import PARAMS
-
-    mw = MonitoringMiddleware(database_url="sqlite+aiosqlite:///unused.sqlite3")
-    ok = TaskiqResult(is_err=False, return_value=None, execution_time=0.0)
-    for task_id, args in (("no-args", []), ("args", [7])):
-        msg = TaskiqMessage(
-            task_id=task_id, task_name="n", labels={SENT_AT_LABEL: 1}, args=args, kwargs={}
-        )
-        await mw.pre_execute(msg)
-        await mw.post_execute(msg, ok)
-    rows = mw.runtime.buffer.rows
-    assert rows["no-args"][PARAMS] == '{"args":[],"kwargs":{}}'
-    assert rows["args"][PARAMS] is None
 
 
 def failed_row(task_id: str, traceback_chars: int = 30_000) -> LogRow:
-    row = new_row(task_id, 1, "n", 0.0)
+    row = log_row(task_id, 1, "n", PENDING, created_at=0.0)
     row[STATUS] = "failed"
     row[PARAMS] = '{"args":[1],"kwargs":{}}'
     row[ERROR_MESSAGE] = "ValueError: " + "m" * 1_000
@@ -261,7 +126,7 @@ def held_bytes(buf: RowBuffer) -> int:
 
 
 def test_a_row_is_estimated_by_its_texts() -> None:
-    small = new_row("t", 1, "n", 0.0)
+    small = log_row("t", 1, "n", PENDING, created_at=0.0)
     big = failed_row("t")
     assert row_bytes(big) - row_bytes(small) == 24 + 1_012 + 30_000
 
@@ -292,7 +157,7 @@ def test_small_rows_still_fill_the_row_bound() -> None:
     """The byte bound costs nothing to rows that are small: 100,000 successes fit."""
     buf = RowBuffer(100_000)
     for i in range(100_001):
-        row = new_row(f"t{i}", 1, "n", 0.0)
+        row = log_row(f"t{i}", 1, "n", PENDING, created_at=0.0)
         row[STATUS] = "success"
         buf.admit(f"t{i}", row)
     assert len(buf.rows) == 100_000
@@ -322,7 +187,7 @@ def test_a_running_row_that_fails_in_place_is_measured_again() -> None:
     """A RUNNING row held while its task runs gets its traceback in place when the
     task fails (MonitoringMiddleware.post_execute): it is measured again."""
     buf = RowBuffer(100_000, max_bytes=MiB)
-    running = [new_row(f"r{i}", 1, "n", 0.0) for i in range(40)]
+    running = [log_row(f"r{i}", 1, "n", PENDING, created_at=0.0) for i in range(40)]
     for row in running:
         row[STATUS] = "running"
         buf.admit(row[0], row)
@@ -342,7 +207,7 @@ def test_a_batch_put_back_is_measured_with_what_merged_into_it() -> None:
     for i in range(40):
         buf.admit(f"t{i}", failed_row(f"t{i}", 10_000))
     batch = buf.take(10)
-    newer = new_row("t0", 1, "n", 0.0)
+    newer = log_row("t0", 1, "n", PENDING, created_at=0.0)
     newer[STATUS] = "failed"
     buf.admit("t0", newer)
     buf.settle(batch, written=False)
@@ -350,59 +215,3 @@ def test_a_batch_put_back_is_measured_with_what_merged_into_it() -> None:
     assert buf.in_flight == 0
     buf.measure()
     assert buf.bytes == held_bytes(buf)
-
-
-async def test_the_hooks_lose_tracebacks_not_rows_and_the_counts_add_up(tmp_path: Path) -> None:
-    """Failed attempts with long tracebacks while nothing is written (a 1 h flush
-    interval): the buffer stays within its bytes, every attempt is stored or counted
-    as dropped, and the stripped tracebacks are counted."""
-    from sqlalchemy import func, select
-    from taskiq import TaskiqMessage, TaskiqResult
-
-    from exporter import MonitoringMiddleware
-    from exporter.store.engine import make_engine
-    from exporter.store.models import TaskExecutionLog
-
-    db = f"sqlite+aiosqlite:///{tmp_path / 'store.sqlite3'}"
-    mw = MonitoringMiddleware(database_url=db, max_buffer_bytes=MiB, flush_interval_seconds=3600)
-    await mw.startup()
-    buf = mw.runtime.buffer
-
-    def deep(n: int) -> None:
-        if n:
-            deep(n - 1)
-        raise ValueError("boom")
-
-    attempts = 2_500
-    failed: TaskiqResult[None] = TaskiqResult(is_err=True, return_value=None, execution_time=0.0)
-    try:
-        for i in range(attempts):
-            msg = TaskiqMessage(task_id=f"f{i}", task_name="n", labels={}, args=[], kwargs={})
-            await mw.pre_execute(msg)
-            try:
-                deep(300)
-            except ValueError as exc:
-                failed.error = exc
-                await mw.on_error(msg, failed, exc)
-            await mw.post_execute(msg, failed)
-            assert held_bytes(buf) <= MiB
-    finally:
-        await mw.shutdown()
-    assert buf.tracebacks_dropped > 0
-    assert buf.dropped > 0
-    engine = make_engine(db)
-    try:
-        async with engine.connect() as conn:
-            stored = (await conn.execute(select(func.count(TaskExecutionLog.id)))).scalar_one()
-            marked = (await conn.execute(
-                select(func.count(TaskExecutionLog.id)).where(
-                    TaskExecutionLog.error_traceback == TRACEBACK_DROPPED
-                )
-            )).scalar_one()  # fmt: skip
-    finally:
-        await engine.dispose()
-    assert stored + buf.dropped == attempts
-    assert marked == buf.tracebacks_dropped
-    sample = mw.registry.get_sample_value
-    assert sample("taskiq_exporter_log_rows_dropped_total") == buf.dropped
-    assert sample("taskiq_exporter_log_tracebacks_dropped_total") == buf.tracebacks_dropped

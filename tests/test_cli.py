@@ -25,7 +25,7 @@ from exporter.settings import DEFAULT_MULTIPROC_DIR, ExporterSettings
 from exporter.store.engine import make_engine
 from exporter.store.migrate import head_revision
 from exporter.store.models import TaskExecutionLog as LOG
-from tests.support import insert_logs, log_row
+from tests.helpers.rows import insert_logs, stored_row
 
 EXE = Path(sys.executable).with_name("taskiq-exporter")
 
@@ -146,8 +146,10 @@ def test_db_upgrade_says_where_the_database_now_is_and_nothing_else(tmp_path: Pa
 def test_invalid_settings_name_their_source_and_hide_their_value() -> None:
     run = cli("db", "current", "--database-url", "postgresql+psycopg2://u:hunter2@db/app")
     assert run.returncode == 2
-    line = one_line_error(run, "db")
-    assert "invalid --database-url: unsupported driver 'postgresql+psycopg2'" in line
+    assert one_line_error(run, "db") == (
+        "taskiq-exporter db: invalid --database-url: unsupported driver 'postgresql+psycopg2': "
+        "use postgresql+asyncpg://user@host/db or sqlite+aiosqlite:///file.sqlite3"
+    )
     assert "hunter2" not in run.stderr
     from_env = cli("db", "current", env={"TASKIQ_EXPORTER_BATCH_SIZE": "0"})
     assert from_env.returncode == 2
@@ -164,7 +166,9 @@ def test_tail_errors(unused_port: Callable[[], int]) -> None:
     )
     scheme = cli("tail", "--url", "ftp://host")
     assert scheme.returncode == 2
-    assert "use http://, https://, ws:// or wss://" in one_line_error(scheme, "tail")
+    assert one_line_error(scheme, "tail") == (
+        "taskiq-exporter tail: --url ftp://host: use http://, https://, ws:// or wss://"
+    )
 
 
 def test_debug_adds_the_traceback(tmp_path: Path) -> None:
@@ -177,10 +181,10 @@ def test_debug_adds_the_traceback(tmp_path: Path) -> None:
 async def test_the_demo_closes_what_its_last_run_left_running(sqlite_store: str) -> None:
     now = datetime.now(UTC)
     await insert_logs(sqlite_store, [
-        log_row(task_id="cut-off", status="running", created_at=now),
-        log_row(task_id="real", status="failed", created_at=now, error_message="ValueError: x",
+        stored_row(task_id="cut-off", status="running", created_at=now),
+        stored_row(task_id="real", status="failed", created_at=now, error_message="ValueError: x",
                 error_traceback="Traceback ..."),
-        log_row(task_id="stopped", status="failed", created_at=now,
+        stored_row(task_id="stopped", status="failed", created_at=now,
                 error_message="CancelledError: demo stopped", error_traceback="Traceback ..."),
     ])  # fmt: skip
     engine = make_engine(sqlite_store)

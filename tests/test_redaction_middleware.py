@@ -10,7 +10,7 @@ from taskiq import InMemoryBroker, TaskiqMessage
 
 from exporter import MonitoringMiddleware
 from exporter.middleware.labels import NO_PARAMS_LABEL
-from exporter.middleware.rows import PARAMS
+from exporter.rows import PARAMS
 
 
 def message(task_name: str, *args: object) -> TaskiqMessage:
@@ -56,7 +56,7 @@ async def test_a_sender_that_does_not_know_the_task_leaves_the_params_to_the_wor
     received.labels.update(sent.labels)
     await worker.pre_execute(received)
     (state,) = worker._active.values()
-    assert json.loads(state[PARAMS])["args"] == ["alice", "***"]
+    assert json.loads(state[0][PARAMS])["args"] == ["alice", "***"]
 
 
 async def test_a_sender_without_positional_arguments_needs_no_signature(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from exporter.cli import build_parser
 from exporter.cli.options import settings_from
 from exporter.service.hosts import LOCAL_HOSTS, HostCheckMiddleware, host_name, trusted_hosts
 from exporter.settings import ExporterSettings
-from tests.support import serving
+from tests.helpers.serving import serving
 
 HISTORY = "/api/v1/monitoring/history"
 EVENTS = "/api/v1/monitoring/events"
@@ -126,7 +126,10 @@ async def test_the_app_of_a_command_checks_host_an_embedded_one_does_not() -> No
     served = create_app(settings_from(args, "host", "port"))
     response = await get(served, HISTORY, "attacker.example")
     assert response.status_code == 400
-    assert "TASKIQ_EXPORTER_ALLOWED_HOSTS" in response.json()["error"]
+    assert response.json() == {
+        "error": "host 'attacker.example' is not allowed: add its name to "
+        "TASKIQ_EXPORTER_ALLOWED_HOSTS"
+    }
     # An application that mounts the service usually checks Host itself.
     embedded = create_app(ExporterSettings(database_url="sqlite+aiosqlite:///unused.sqlite3"))
     assert (await get(embedded, HISTORY, "app.example.com")).status_code == 503  # no lifespan

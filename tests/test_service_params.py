@@ -68,26 +68,33 @@ def test_invalid_values_name_the_parameter(qs: str, param: str, allowed: str) ->
     assert allowed in message
 
 
-@pytest.mark.parametrize("qs", ["time_window=0", "time_window=100000", "time_window=x"])
-def test_time_window_bounds(qs: str) -> None:
-    message = error_of(MetricsQuery, qs)
-    assert "time_window" in message
-    assert "1 to 720" in message
+@pytest.mark.parametrize("value", ["0", "100000", "x"])
+def test_time_window_bounds(value: str) -> None:
+    assert error_of(MetricsQuery, f"time_window={value}") == (
+        f"invalid query parameter 'time_window': must be whole hours, from 1 to 720 (got {value!r})"
+    )
 
 
 def test_end_before_start() -> None:
     message = error_of(HistoryQuery, "start_date=2026-01-02&end_date=2026-01-01")
-    assert "end_date must be after start_date" in message
+    assert message == "end_date must be after start_date"
 
 
 def test_unknown_and_repeated_parameters() -> None:
-    assert "unknown query parameter 'foo'" in error_of(HistoryQuery, "foo=1")
-    assert "more than once" in error_of(HistoryQuery, "page=1&page=2")
+    assert error_of(HistoryQuery, "foo=1") == (
+        "unknown query parameter 'foo'; allowed: "
+        "task_name, status, start_date, end_date, page, page_size, cursor"
+    )
+    assert error_of(HistoryQuery, "page=1&page=2") == (
+        "query parameter 'page' is given more than once"
+    )
 
 
 def test_page_and_cursor_exclusive() -> None:
     cursor = encode_cursor(datetime(2026, 1, 1, tzinfo=UTC), 5)
-    assert "page and cursor" in error_of(HistoryQuery, f"page=2&cursor={cursor}")
+    assert error_of(HistoryQuery, f"page=2&cursor={cursor}") == (
+        "page and cursor cannot be combined: pass one of them"
+    )
 
 
 def test_cursor_round_trip() -> None:

@@ -14,7 +14,8 @@ import pytest
 from exporter.cli.options import CliError
 from exporter.cli.tail import Cursor, events_url, follow, format_event
 from exporter.events import EventHub, TaskEvent
-from tests.support import insert_logs, log_row, running_service, serving
+from tests.helpers.rows import insert_logs, stored_row
+from tests.helpers.serving import running_service, serving
 
 
 def test_a_line_shows_the_event_and_escapes_control_characters() -> None:
@@ -146,7 +147,7 @@ async def test_tail_resumes_after_a_restart_and_shows_every_event_once(
     hub = EventHub()
     port = unused_port()
     base = datetime.now(UTC)
-    rows = [log_row(task_id=f"t{i}", created_at=base + timedelta(seconds=i)) for i in range(7)]
+    rows = [stored_row(task_id=f"t{i}", created_at=base + timedelta(seconds=i)) for i in range(7)]
     seen: list[str] = []
 
     tail = tail_into(seen, port)
@@ -184,7 +185,7 @@ async def test_tail_pages_through_a_truncated_replay_and_loses_nothing(
     hub = EventHub()
     port = unused_port()
     base = datetime.now(UTC)
-    rows = [log_row(task_id=f"t{i}", created_at=base + timedelta(seconds=i)) for i in range(8)]
+    rows = [stored_row(task_id=f"t{i}", created_at=base + timedelta(seconds=i)) for i in range(8)]
     seen: list[str] = []
 
     tail = tail_into(seen, port)

@@ -16,7 +16,8 @@ from exporter.service.schemas import (
     TaskHistoryResponse,
     TaskNamesResponse,
 )
-from tests.support import insert_logs, log_row, running_service
+from tests.helpers.rows import insert_logs, stored_row
+from tests.helpers.serving import running_service
 
 pytestmark = pytest.mark.integration
 API = "/api/v1/monitoring"
@@ -27,7 +28,7 @@ def sample_rows() -> list[dict[str, Any]]:
     rows = []
     for i in range(30):
         rows.append(
-            log_row(
+            stored_row(
                 task_name="score_message_task",
                 status="failed" if i % 3 == 0 else "success",
                 created_at=NOW - timedelta(minutes=5 * i + 1),
@@ -39,12 +40,12 @@ def sample_rows() -> list[dict[str, Any]]:
             )
         )
     rows.append(
-        log_row(task_name="send_email", status="running", created_at=NOW - timedelta(minutes=2))
+        stored_row(task_name="send_email", status="running", created_at=NOW - timedelta(minutes=2))
     )
     rows.append(
-        log_row(task_name="send_email", status="pending", created_at=NOW - timedelta(minutes=1))
+        stored_row(task_name="send_email", status="pending", created_at=NOW - timedelta(minutes=1))
     )
-    rows.append(log_row(task_name="old_task", created_at=NOW - timedelta(days=10)))
+    rows.append(stored_row(task_name="old_task", created_at=NOW - timedelta(days=10)))
     return rows
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import textwrap
 import time
@@ -13,16 +12,22 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from exporter.app import create_app
 from exporter.events import EventHub, TaskEvent
-from exporter.middleware.rows import STATUS, new_row
+from exporter.rows import PENDING, STATUS, log_row
+from exporter.service.listener import APPLICATION_NAME
+from exporter.settings import ExporterSettings
 from exporter.store.engine import make_engine
 from exporter.store.pg_admin import asyncpg_dsn
 from exporter.store.pg_writer import PostgresRowStore
-from tests.support import insert_logs, log_row, running_service, serving
+from tests.helpers.rows import insert_logs, stored_row
+from tests.helpers.serving import running_service, serving
 
 pytestmark = pytest.mark.integration
 PATH = "/api/v1/monitoring/events"
@@ -88,7 +93,7 @@ async def test_reconnect_replays_what_was_missed(
 ) -> None:
     base = datetime.now(UTC) - timedelta(minutes=10)
     rows = [
-        log_row(
+        stored_row(
             task_id=f"r{i}",
             created_at=base + timedelta(seconds=i),
             updated_at=base + timedelta(seconds=i),
@@ -153,27 +158,55 @@ async def test_event_from_another_process_reaches_the_client(
     assert time.perf_counter() - started < 10
 
 
-async def test_listener_survives_a_dropped_connection(pg_store: str) -> None:
-    hub = EventHub()
-    async with running_service(pg_store, hub=hub) as (app, _client):
-        listener = app.state.listener
-        await asyncio.wait_for(listener.connected.wait(), 10)
-        subprocess.run(
-            [
-                "psql",
-                asyncpg_dsn(pg_store),
-                "-c",
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'taskiq-exporter-listener'",
-            ],
-            check=False,
-            capture_output=True,
-        )
-        listener.check_interval = 0.1
-        deadline = time.monotonic() + 20
-        while listener.connected.is_set() and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await asyncio.wait_for(listener.connected.wait(), 20)
+async def listener_pids(conn: asyncpg.Connection, dbname: str) -> list[int]:
+    """The backends of the service's LISTEN connection on this test's database."""
+    rows = await conn.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND datname = $2",
+        APPLICATION_NAME,
+        dbname,
+    )
+    return sorted(row["pid"] for row in rows)
+
+
+async def test_listener_survives_a_dropped_connection(
+    pg_store: str, unused_port: Callable[[], int]
+) -> None:
+    """The listener's backend is terminated; a new one LISTENs, and an event written
+    afterwards reaches a subscriber through it."""
+    dbname = make_url(pg_store).database or ""
+    store = PostgresRowStore(make_engine(pg_store))
+    app = create_app(ExporterSettings(database_url=pg_store, maintenance=False))
+    admin = await asyncpg.connect(asyncpg_dsn(pg_store))
+    try:
+        async with serving(app, unused_port()) as host:
+            listener = app.state.listener
+            await asyncio.wait_for(listener.connected.wait(), 10)
+            (old,) = await listener_pids(admin, dbname)
+            # No subscriber yet: the reconnect's gap fill reads nothing, so the event
+            # below can only come through the new connection's NOTIFY.
+            assert app.state.exporter.hub.subscribers == 0
+            terminated = await admin.fetchval("SELECT pg_terminate_backend($1)", old)
+            assert terminated is True
+            deadline = time.monotonic() + 20
+            while (pids := await listener_pids(admin, dbname)) in ([], [old]):
+                assert time.monotonic() < deadline, f"no new listener backend: {pids}"
+                await asyncio.sleep(0.05)
+            (new,) = pids
+            assert new != old
+            await asyncio.wait_for(listener.connected.wait(), 20)
+            async with connect(f"ws://{host}{PATH}") as ws:
+                while app.state.exporter.hub.subscribers < 1:
+                    await asyncio.sleep(0.01)
+                row = log_row("after-drop", 1, "app:back", PENDING, created_at=1_700_000_000.0)
+                row[STATUS] = "success"
+                await store.write([row], datetime.now(UTC))
+                message = await recv(ws, timeout=10)
+            assert (message["task_name"], message["status"]) == ("app:back", "success")
+            assert message["data"]["task_id"] == "after-drop"
+            assert await listener_pids(admin, dbname) == [new]
+    finally:
+        await admin.close()
+        await store.close()
 
 
 async def test_the_listener_reads_nothing_while_nobody_subscribes(
@@ -182,7 +215,7 @@ async def test_the_listener_reads_nothing_while_nobody_subscribes(
     store = PostgresRowStore(make_engine(pg_store))
 
     async def write(task_id: str) -> datetime:
-        row = new_row(task_id, 1, "app:quiet", 1_700_000_000.0)
+        row = log_row(task_id, 1, "app:quiet", PENDING, created_at=1_700_000_000.0)
         row[STATUS] = "success"
         stamp = datetime.now(UTC)
         await store.write([row], stamp)

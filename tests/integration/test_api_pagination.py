@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.support import insert_logs, log_row, running_service
+from tests.helpers.rows import insert_logs, stored_row
+from tests.helpers.serving import running_service
 
 pytestmark = pytest.mark.integration
 API = "/api/v1/monitoring"
@@ -28,7 +29,7 @@ def dataset() -> list[dict[str, Any]]:
         if i % 50 == 0:
             at = NOW - timedelta(hours=2)
         status = rng.choices(("success", "failed", "pending", "running"), (80, 15, 3, 2))[0]
-        rows.append(log_row(task_name=rng.choice(NAMES), status=status, created_at=at))
+        rows.append(stored_row(task_name=rng.choice(NAMES), status=status, created_at=at))
     return rows
 
 

@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from exporter.app import create_app
 from exporter.settings import ExporterSettings
 from exporter.store.migrate import upgrade
-from tests.support import insert_logs, log_row
+from tests.helpers.rows import insert_logs, stored_row
 
 pytestmark = pytest.mark.integration
 EXAMPLES = 750
@@ -36,7 +36,7 @@ MIN_REQUESTS = 2_500
 def api_schema(pg_url: str) -> Iterator[Any]:
     now = datetime.now(UTC)
     rows = [
-        log_row(
+        stored_row(
             task_name=f"app:t{i % 3}",
             status=("success", "failed", "running")[i % 3],
             created_at=now - timedelta(minutes=7 * i),

@@ -22,16 +22,16 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
-from taskiq import InMemoryBroker, TaskiqMessage
+from taskiq import TaskiqMessage
 from taskiq.abc.formatter import TaskiqFormatter
 from taskiq.message import BrokerMessage
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from exporter import MonitoringMiddleware
 from exporter.store.engine import make_engine
-from tests.integration.api_walk import API, http_bodies, replayed_events, strict_json
-from tests.support import running_service, serving
+from tests.helpers.api_walk import API, http_bodies, replayed_events, strict_json
+from tests.helpers.middleware import monitored_broker, sample
+from tests.helpers.serving import running_service, serving
 
 pytestmark = pytest.mark.integration
 
@@ -167,8 +167,7 @@ KINDS = ("surrogates", "bytes", "fsdecode", "decode", "no_str", "huge", "deep")
 @pytest.fixture
 async def seeded(pg_store: str) -> str:
     """Rows written by the real middleware, one of them with a LIKE-ish name."""
-    mw = MonitoringMiddleware(database_url=pg_store, flush_interval_seconds=0.02)
-    broker = InMemoryBroker(await_inplace=True).with_middlewares(mw)
+    broker, _ = monitored_broker(pg_store)
 
     @broker.task(task_name="app:alpha")
     async def alpha() -> int:
@@ -286,8 +285,8 @@ async def test_huge_deep_and_unencodable_task_data_come_back_as_valid_json(
     pg_store: str, unused_port: Callable[[], int]
 ) -> None:
     started = datetime.now(UTC) - timedelta(seconds=1)
-    mw = MonitoringMiddleware(database_url=pg_store, flush_interval_seconds=0.02)
-    broker = InMemoryBroker(await_inplace=True).with_middlewares(mw).with_formatter(Stash())
+    broker, mw = monitored_broker(pg_store)
+    broker.with_formatter(Stash())
 
     @broker.task(task_name="bad:echo")
     async def echo(*args: Any, **kwargs: Any) -> int:
@@ -314,7 +313,7 @@ async def test_huge_deep_and_unencodable_task_data_come_back_as_valid_json(
         assert failed.is_err
     await broker.shutdown()
     rows = len(inputs) + len(KINDS)
-    assert mw.registry.get_sample_value("taskiq_exporter_log_rows_dropped_total") == 0
+    assert sample(mw, "taskiq_exporter_log_rows_dropped_total") == 0
 
     async with running_service(pg_store) as (app, client):
         bodies = await http_bodies(client)
@@ -355,10 +354,7 @@ async def log_with_hostile_task_ids(url: str) -> tuple[int, float]:
     """Twenty ordinary tasks after two whose client chose an unstorable task id
     (ids come off the wire: any producer can pick them). Returns the ordinary rows
     stored and the rows counted as dropped."""
-    mw = MonitoringMiddleware(
-        database_url=url, flush_interval_seconds=0.02, shutdown_flush_timeout_seconds=3
-    )
-    broker = InMemoryBroker(await_inplace=True).with_middlewares(mw)
+    broker, mw = monitored_broker(url, shutdown_flush_timeout_seconds=3)
 
     @broker.task(task_name="ids:job")
     async def job(i: int) -> int:
@@ -379,7 +375,7 @@ async def log_with_hostile_task_ids(url: str) -> tuple[int, float]:
             stored = int((await conn.execute(query)).scalar() or 0)
     finally:
         await engine.dispose()
-    return stored, mw.registry.get_sample_value("taskiq_exporter_log_rows_dropped_total") or 0.0
+    return stored, sample(mw, "taskiq_exporter_log_rows_dropped_total")
 
 
 async def test_an_unstorable_task_id_costs_only_its_own_row_on_postgresql(pg_store: str) -> None:
@@ -400,8 +396,7 @@ async def test_tail_prints_hostile_event_text_inert(
     from exporter.cli.tail import format_event
 
     started = datetime.now(UTC) - timedelta(seconds=1)
-    mw = MonitoringMiddleware(database_url=pg_store, flush_interval_seconds=0.02)
-    broker = InMemoryBroker(await_inplace=True).with_middlewares(mw)
+    broker, _ = monitored_broker(pg_store)
 
     @broker.task(task_name="tty:job")
     async def job() -> None:

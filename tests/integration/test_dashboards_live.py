@@ -42,6 +42,7 @@ from dashboards.queries import (
 from dashboards.recording import failed_ratio
 from dashboards.render import RULES_FILE
 from exporter.metrics import names as n
+from tests.helpers.waiting import wait_for
 from tests.integration.test_db_roles import Roles, create_roles, drop_roles, grant, panel_rows
 
 pytestmark = pytest.mark.integration
@@ -57,6 +58,8 @@ PHASES: tuple[Plan, Plan] = (
     {"ok": (0, 4), "flaky": (0, 4), "boom": (0, 2), "o'brien": (0, 4)},
     {"ok": (4, 24), "flaky": (4, 44), "boom": (2, 10), "o'brien": (4, 24)},
 )
+# Prometheus and the service refuse connections until they are up: not yet ready.
+UNREACHABLE = (httpx.HTTPError,)
 EXPECTED_RATIO = {"live:ok": 0.0, "live:flaky": 0.25, "live:boom": 1.0, "live:o'brien": 0.5}
 # What the task_name variable may hold: a name with a quote (Grafana's sqlstring
 # doubles it) and an attempt to break out of the SQL literal, which matches nothing.
@@ -134,18 +137,6 @@ def _reachable(host: str, port: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def _wait(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -241,7 +232,12 @@ class Prometheus:
             log=tmp / "prometheus.log",
         )
         ready = f"http://127.0.0.1:{port}/-/ready"
-        _wait(lambda: httpx.get(ready, timeout=2).status_code == 200, "Prometheus to be ready")
+        wait_for(
+            lambda: httpx.get(ready, timeout=2).status_code == 200,
+            "Prometheus to be ready",
+            60,
+            ignoring=UNREACHABLE,
+        )
 
     def query(self, expr: str) -> dict[str, float]:
         """An instant query: value by task_name."""
@@ -299,22 +295,42 @@ def test_every_panel_query_returns_data_from_a_live_prometheus(
     spawn(exporter, *serve, env=as_role("service"), log=tmp_path / "serve.log")
     worker = ("worker", "live_app:broker", "--workers", "2")  # wraps `taskiq worker`
     spawn(exporter, *worker, env=as_role("writer"), log=tmp_path / "worker.log")
-    _wait(lambda: httpx.get(f"http://{service}/readyz", timeout=2).status_code == 200, "/readyz")
+    wait_for(
+        lambda: httpx.get(f"http://{service}/readyz", timeout=2).status_code == 200,
+        "/readyz",
+        60,
+        ignoring=UNREACHABLE,
+    )
 
     def produce(plan: Plan) -> None:
         producer = [sys.executable, str(tmp_path / "live_producer.py"), json.dumps(plan)]
         run = subprocess.run(producer, env=as_role("writer"), capture_output=True, check=False)
         assert run.returncode == 0, run.stderr.decode()
-        _wait(lambda: _completed(f"http://{service}/metrics") == _totals(plan), f"{plan} to run")
+        wait_for(
+            lambda: _completed(f"http://{service}/metrics") == _totals(plan),
+            f"{plan} to run",
+            60,
+            ignoring=UNREACHABLE,
+        )
 
     # Phase 1 is over before Prometheus starts: its first sample holds all of it.
     produce(PHASES[0])
     prom = Prometheus(prometheus, service, tmp_path, functools.partial(spawn, env=env))
     completed = f"sum by (task_name) ({n.total(n.TASKS_COMPLETED)})"
-    _wait(lambda: prom.query(completed) == _totals(PHASES[0]), "the first scrape")
+    wait_for(
+        lambda: prom.query(completed) == _totals(PHASES[0]),
+        "the first scrape",
+        60,
+        ignoring=UNREACHABLE,
+    )
     time.sleep(3)
     produce(PHASES[1])
-    _wait(lambda: prom.query(completed) == _totals(PHASES[1]), "the last scrape")
+    wait_for(
+        lambda: prom.query(completed) == _totals(PHASES[1]),
+        "the last scrape",
+        60,
+        ignoring=UNREACHABLE,
+    )
     time.sleep(5)  # a few more scrapes and rule evaluations
 
     for window in (DEFAULT.dashboard_window, DEFAULT.failure_rate_warning.window):

@@ -26,7 +26,6 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 from taskiq import InMemoryBroker
-from taskiq.middlewares import SimpleRetryMiddleware
 from websockets.asyncio.client import connect
 
 from dashboards.queries import sql_queries, substitute_sql
@@ -35,13 +34,13 @@ from exporter.maintenance import reaper, retention
 from exporter.store.engine import make_engine
 from exporter.store.migrate import upgrade
 from exporter.store.pg_admin import asyncpg_dsn, drop_database
-from tests.support import running_service, serving
+from tests.helpers.middleware import monitored_broker, sample
+from tests.helpers.serving import running_service, serving
 
 pytestmark = pytest.mark.integration
 SQL_DIR = Path(__file__).resolve().parents[2] / "exporter" / "assets" / "postgres"
 ROLES_SQL, GRANTS_SQL = SQL_DIR / "roles.sql", SQL_DIR / "grants.sql"
 API = "/api/v1/monitoring"
-FAST: dict[str, Any] = {"flush_interval_seconds": 0.02, "metrics_flush_interval_seconds": 0.05}
 QUOTED = "o'brien"  # a task name with a quote: Grafana's sqlstring doubles it
 INJECTION = "x') OR true --"
 KINDS = ("owner", "writer", "service", "reader")
@@ -130,10 +129,7 @@ async def roles(pg_url: str) -> AsyncIterator[Roles]:
 
 def make_broker(url: str) -> tuple[InMemoryBroker, MonitoringMiddleware, asyncio.Event]:
     """The middleware on an in-place broker; ``roles:stuck`` runs until the event is set."""
-    mw = MonitoringMiddleware(database_url=url, **FAST)
-    broker = InMemoryBroker(await_inplace=True).with_middlewares(
-        SimpleRetryMiddleware(default_retry_count=2), mw
-    )
+    broker, mw = monitored_broker(url, retries=2)
     gate = asyncio.Event()
 
     @broker.task(task_name="roles:ok")
@@ -175,8 +171,8 @@ async def write_workload(url: str) -> None:
         await kiq(broker, QUOTED)
     finally:
         await broker.shutdown()
-    assert not mw.registry.get_sample_value("taskiq_exporter_log_write_errors_total")
-    assert mw.registry.get_sample_value("taskiq_exporter_log_rows_written_total") == 4
+    assert sample(mw, "taskiq_exporter_log_write_errors_total") == 0
+    assert sample(mw, "taskiq_exporter_log_rows_written_total") == 4
 
 
 async def panel_rows(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration import e2e_scenario
+from tests.helpers import e2e_scenario
 
 TASKS = 400
 AMQP_HOST, AMQP_PORT = "127.0.0.1", 5672

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.integration import e2e_scenario
-from tests.integration import processes as p
+from tests.helpers import e2e_scenario
+from tests.helpers import processes as p
 
 TASKS = 20_000
 

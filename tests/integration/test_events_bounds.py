@@ -20,7 +20,8 @@ from websockets.exceptions import ConnectionClosed
 
 from exporter.events import EventHub, TaskEvent
 from exporter.service.events_ws import INBOUND_MAX_BYTES
-from tests.support import insert_logs, log_row, running_service, serving
+from tests.helpers.rows import insert_logs, stored_row
+from tests.helpers.serving import running_service, serving
 
 pytestmark = pytest.mark.integration
 PATH = "/api/v1/monitoring/events"
@@ -60,7 +61,7 @@ def event_of(row: dict[str, Any]) -> TaskEvent:
 
 def rows_at(stamps: list[datetime]) -> list[dict[str, object]]:
     return [
-        log_row(task_id=f"r{i}", created_at=stamp, updated_at=stamp)
+        stored_row(task_id=f"r{i}", created_at=stamp, updated_at=stamp)
         for i, stamp in enumerate(stamps)
     ]
 

@@ -29,12 +29,11 @@ from pathlib import Path
 import pytest
 import yaml
 from sqlalchemy.engine import make_url
-from taskiq import InMemoryBroker
 
-from exporter import MonitoringMiddleware
-from tests.integration import processes as p
-from tests.integration.load import Load
-from tests.integration.observe import (
+from tests.helpers import processes as p
+from tests.helpers.load import Load
+from tests.helpers.middleware import monitored_broker, sample
+from tests.helpers.observe import (
     BUFFER_ROWS,
     ROWS_DROPPED,
     WRITE_ERRORS,
@@ -44,9 +43,9 @@ from tests.integration.observe import (
     scrape,
     service,
     value,
-    wait_for,
 )
-from tests.integration.threaded_proxy import ThreadedProxy
+from tests.helpers.tcp_proxy import TcpProxy
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +100,7 @@ def run_outage(
     )
     url = make_url(pg_store)
     target = (url.host or "127.0.0.1", url.port or 5432)
-    with ThreadedProxy(*target) as proxy, database(pg_store) as db:
+    with TcpProxy(*target) as proxy, database(pg_store) as db:
         worker_env = {**env, "TASKIQ_EXPORTER_DATABASE_URL": proxy.url(url.database or "")}
         if bound is not None:
             worker_env["TASKIQ_EXPORTER_MAX_BUFFER_ROWS"] = str(bound)
@@ -117,7 +116,7 @@ def run_outage(
                     cut_at, cut_time = scraper.mark(), time.monotonic()
                     wait_for(lambda: time.monotonic() > cut_time + 3, what="3 s into the cut")
                     held = db.count("status IN ('success', 'failed')")
-                    wait_for(lambda: time.monotonic() > cut_time + OUTAGE_SECONDS, 60, "outage")
+                    wait_for(lambda: time.monotonic() > cut_time + OUTAGE_SECONDS, "outage", 60)
                     rows_during_cut = (held, db.count("status IN ('success', 'failed')"))
                     if bound is not None:
                         sent = load.stop()
@@ -355,13 +354,13 @@ def test_sigterm_during_an_outage_counts_every_row_it_loses(
     port = unused_port()
     base = f"http://127.0.0.1:{port}"
     with (
-        ThreadedProxy(url.host or "127.0.0.1", url.port or 5432) as proxy,
+        TcpProxy(url.host or "127.0.0.1", url.port or 5432) as proxy,
         database(pg_store) as db,
         service(env, port),
     ):
         worker_env = {**env, "TASKIQ_EXPORTER_DATABASE_URL": proxy.url(url.database or "")}
         # `taskiq worker` with its default --shutdown-timeout, as users start it.
-        cmd = [*p.EXPORTER, "worker", "tests.integration.worker_app:broker", "--workers", "2"]
+        cmd = [*p.EXPORTER, "worker", "tests.helpers.worker_app:broker", "--workers", "2"]
         workers = subprocess.Popen(cmd, env=worker_env, cwd=p.ROOT)
         try:
             wait_for(lambda: len(p.child_pids(workers.pid)) == 2, what="two worker processes")
@@ -386,12 +385,8 @@ async def test_shutdown_is_bounded_when_the_database_does_not_answer() -> None:
 
     server = await asyncio.start_server(swallow, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    mw = MonitoringMiddleware(
-        database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{port}/blackhole",
-        flush_interval_seconds=0.02,
-        shutdown_flush_timeout_seconds=2,
-    )
-    broker = InMemoryBroker(await_inplace=True).with_middlewares(mw)
+    blackhole = f"postgresql+asyncpg://postgres@127.0.0.1:{port}/blackhole"
+    broker, mw = monitored_broker(blackhole, shutdown_flush_timeout_seconds=2)
 
     @broker.task(task_name="hole:job")
     async def job(i: int) -> int:
@@ -406,5 +401,5 @@ async def test_shutdown_is_bounded_when_the_database_does_not_answer() -> None:
         took = time.monotonic() - started
     finally:
         server.close()
-    assert mw.registry.get_sample_value("taskiq_exporter_log_rows_dropped_total") == 10
+    assert sample(mw, ROWS_DROPPED) == 10
     assert took < 2 + 1.5, f"shutdown took {took:.1f} s with a 2 s flush timeout"

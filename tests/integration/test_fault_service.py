@@ -22,9 +22,9 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from tests.integration import processes as p
-from tests.integration.load import Load
-from tests.integration.observe import (
+from tests.helpers import processes as p
+from tests.helpers.load import Load
+from tests.helpers.observe import (
     Db,
     Samples,
     database,
@@ -33,8 +33,8 @@ from tests.integration.observe import (
     start_service,
     stop_process,
     value,
-    wait_for,
 )
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from exporter.middleware.rows import COMPLETED_AT, DURATION_MS, STATUS, new_row
+from exporter.rows import COMPLETED_AT, DURATION_MS, PENDING, STATUS, log_row
 from exporter.store.migrate import downgrade, upgrade
 from exporter.store.pg_admin import asyncpg_dsn
 from exporter.store.pg_writer import WRITE_ONLY, encode_batch
@@ -23,7 +23,9 @@ def _finished_batch(prefix: str, names: int, minutes: int = 3) -> str:
     rows = []
     for m in range(minutes):
         for n in range(names):
-            row = new_row(f"{prefix}-{m}-{n}", 1, f"hourly:t{n:03d}", T0 + m * 50 * 60)
+            row = log_row(
+                f"{prefix}-{m}-{n}", 1, f"hourly:t{n:03d}", PENDING, created_at=T0 + m * 50 * 60
+            )
             row[STATUS] = "failed" if n % 5 == 0 else "success"
             row[COMPLETED_AT] = T0 + m * 50 * 60 + 1
             row[DURATION_MS] = float(n + m)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration import processes as p
+from tests.helpers import processes as p
 
 # Past redis-py's 5 s read timeout, with margin.
 IDLE_SECONDS = 7.0
@@ -25,8 +25,8 @@ IDLE_SECONDS = 7.0
     "app",
     [
         "exporter.demo.redis_app:broker",  # the compose file's worker
-        "tests.integration.e2e_app:broker",  # the throughput benchmark's
-        "tests.integration.worker_app:broker",
+        "tests.helpers.e2e_app:broker",  # the throughput benchmark's
+        "tests.helpers.worker_app:broker",
     ],
 )
 def test_an_idle_worker_is_not_restarted(pg_store: str, tmp_path: Path, app: str) -> None:

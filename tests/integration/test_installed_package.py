@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration import processes as p
+from tests.helpers import processes as p
 
 ROOT = Path(__file__).resolve().parents[2]
 

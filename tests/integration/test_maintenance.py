@@ -58,7 +58,9 @@ async def test_reaper_fails_timed_out_and_dead_worker_attempts(store_url: str) -
                 )
             )).scalar_one()  # fmt: skip
         assert got["old"].status == "failed"
-        assert "no result 3600 s after start" in got["old"].error_message
+        assert got["old"].error_message == (
+            "WorkerLost: no result 3600 s after start (reaped as orphaned)"
+        )
         assert got["old"].completed_at == NOW
         assert got["old"].duration_ms == 2 * 3600 * 1000
         assert got["killed"].status == "failed"
@@ -140,11 +142,11 @@ async def test_retention_deletes_old_rows_and_rollups_in_batches(store_url: str)
 
 
 async def test_one_odd_task_id_does_not_block_the_embedded_store(sqlite_store: str) -> None:
-    from exporter.middleware.rows import STATUS, new_row
+    from exporter.rows import PENDING, STATUS, log_row
     from exporter.store.sqlite_writer import SqliteRowStore
 
-    odd = new_row("id-\udce9", 1, "m:task\udce9", 1_700_000_000.0)
-    normal = new_row("id-2", 1, "m:task", 1_700_000_000.0)
+    odd = log_row("id-\udce9", 1, "m:task\udce9", PENDING, created_at=1_700_000_000.0)
+    normal = log_row("id-2", 1, "m:task", PENDING, created_at=1_700_000_000.0)
     for row in (odd, normal):
         row[STATUS] = "success"
     store = SqliteRowStore(make_engine(sqlite_store))

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 from taskiq import Context, InMemoryBroker, TaskiqDepends
-from taskiq.middlewares import SimpleRetryMiddleware
 
 from exporter import MonitoringMiddleware
 from exporter.store.engine import make_engine
 from exporter.store.models import TaskExecutionLog, TaskExecutionRollup
+from tests.helpers.middleware import monitored_broker, sample
+from tests.helpers.waiting import eventually
 
-FAST = {"flush_interval_seconds": 0.02, "metrics_flush_interval_seconds": 0.05}
 CONTEXT: Any = TaskiqDepends()  # the running task's context, taskiq's dependency
 
 
@@ -43,8 +42,8 @@ async def rollups(url: str) -> dict[tuple[str, str], tuple[int, float]]:
         await engine.dispose()
 
 
-def sample(mw: MonitoringMiddleware, name: str, **labels: str) -> float | None:
-    return mw.registry.get_sample_value(name, labels)
+async def stored(url: str, expected: int) -> bool:
+    return len(await rows(url)) == expected
 
 
 class Abort(BaseException):
@@ -52,10 +51,7 @@ class Abort(BaseException):
 
 
 def make_broker(url: str, **options: Any) -> tuple[InMemoryBroker, MonitoringMiddleware]:
-    mw = MonitoringMiddleware(database_url=url, **{**FAST, **options})
-    broker = InMemoryBroker(await_inplace=True).with_middlewares(
-        SimpleRetryMiddleware(default_retry_count=3), mw
-    )
+    broker, mw = monitored_broker(url, retries=3, **options)
 
     @broker.task(task_name="t:ok")
     async def ok(x: int, **kwargs: Any) -> int:
@@ -176,14 +172,9 @@ async def test_rows_are_written_while_tasks_run(store_url: str) -> None:
     for i in range(300):
         await ok.kiq(i)
     # No shutdown yet: the writer works in the background.
-    deadline = datetime.now(UTC) + timedelta(seconds=10)
-    while len(await rows(store_url)) < 300 and datetime.now(UTC) < deadline:
-        import asyncio
-
-        await asyncio.sleep(0.05)
-    assert len(await rows(store_url)) == 300
+    await eventually(lambda: stored(store_url, 300), "300 rows stored while running", 10)
     await broker.shutdown()
-    assert sample(mw, "taskiq_exporter_log_flush_seconds_count") >= 1  # type: ignore[operator]
+    assert sample(mw, "taskiq_exporter_log_flush_seconds_count") >= 1
 
 
 async def test_a_task_within_one_flush_window_is_one_insert_and_no_update(pg_store: str) -> None:
@@ -220,8 +211,7 @@ async def test_the_task_and_its_result_see_the_labels_as_sent(sqlite_store: str)
     exporter's own; the worker takes them off once read, so the task's context, the
     middlewares after it and the stored result see only the labels the task was sent
     with, and the queue wait is still measured."""
-    mw = MonitoringMiddleware(database_url=sqlite_store, record_pending=False, **FAST)
-    broker = InMemoryBroker(await_inplace=True).with_middlewares(mw)
+    broker, mw = monitored_broker(sqlite_store, record_pending=False)
 
     @broker.task(task_name="t:labels", priority=3)
     async def seen(context: Context = CONTEXT) -> dict[str, Any]:

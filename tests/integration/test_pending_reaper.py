@@ -14,14 +14,14 @@ from sqlalchemy import func, select, text
 
 from exporter.maintenance import loop, reaper
 from exporter.metrics.names import OLDEST_PENDING_AGE
-from exporter.middleware.rows import COMPLETED_AT, DURATION_MS, STARTED_AT, STATUS, new_row
+from exporter.rows import COMPLETED_AT, DURATION_MS, PENDING, STARTED_AT, STATUS, log_row
 from exporter.service.store_gauges import store_families
 from exporter.settings import ExporterSettings
 from exporter.store.engine import make_engine
 from exporter.store.models import TaskExecutionLog, TaskExecutionRollup, TaskExecutionRollupHourly
 from exporter.store.pg_writer import PostgresRowStore
 from exporter.store.sqlite_writer import SqliteRowStore
-from tests.support import insert_logs, log_row
+from tests.helpers.rows import insert_logs, stored_row
 
 LOG = TaskExecutionLog
 DAY = 86_400.0
@@ -66,9 +66,9 @@ async def test_a_lost_pending_attempt_is_failed_and_counted_once(store_url: str)
     now = datetime.now(UTC).replace(microsecond=0)
     lost_at = now - timedelta(hours=25)
     await insert_logs(store_url, [
-        log_row(task_id="lost", status="pending", created_at=lost_at),
-        log_row(task_id="queued", status="pending", created_at=now - timedelta(hours=23)),
-        log_row(task_id="done", status="success", created_at=lost_at),
+        stored_row(task_id="lost", status="pending", created_at=lost_at),
+        stored_row(task_id="queued", status="pending", created_at=now - timedelta(hours=23)),
+        stored_row(task_id="done", status="success", created_at=lost_at),
     ])  # fmt: skip
     engine = make_engine(store_url)
     try:
@@ -104,7 +104,7 @@ async def test_a_lost_pending_attempt_is_failed_and_counted_once(store_url: str)
 
     # The message turns up after all and a worker runs it: the row stays failed
     # and nothing more is counted (the writer counts only rows it finishes).
-    late = new_row("lost", 1, "app:task", lost_at.timestamp())
+    late = log_row("lost", 1, "app:task", PENDING, created_at=lost_at.timestamp())
     late[STATUS], late[STARTED_AT], late[COMPLETED_AT] = "success", now.timestamp(), now.timestamp()
     late[DURATION_MS] = 5.0
     writer_engine = make_engine(store_url)
@@ -124,9 +124,9 @@ async def test_a_lost_pending_attempt_is_failed_and_counted_once(store_url: str)
 async def test_the_pending_timeout_is_its_own_setting(store_url: str) -> None:
     now = datetime.now(UTC)
     await insert_logs(store_url, [
-        log_row(task_id="two-hours", status="pending", created_at=now - timedelta(hours=2)),
+        stored_row(task_id="two-hours", status="pending", created_at=now - timedelta(hours=2)),
         # Past the orphan timeout but not the pending one: a backlog, not a loss.
-        log_row(task_id="backlog", status="pending", created_at=now - timedelta(minutes=90)),
+        stored_row(task_id="backlog", status="pending", created_at=now - timedelta(minutes=90)),
     ])  # fmt: skip
     assert ExporterSettings().pending_timeout_seconds == DAY
     settings = ExporterSettings(
@@ -151,7 +151,7 @@ async def test_more_than_one_batch_is_reaped_in_one_pass(
     monkeypatch.setattr(reaper, "BATCH", 3)
     old = datetime.now(UTC) - timedelta(days=2)
     await insert_logs(sqlite_store, [
-        log_row(task_id=f"p{i}", status="pending", created_at=old) for i in range(7)
+        stored_row(task_id=f"p{i}", status="pending", created_at=old) for i in range(7)
     ])  # fmt: skip
     engine = make_engine(sqlite_store)
     try:
@@ -165,7 +165,7 @@ async def test_the_pending_reaper_waits_for_the_reaper_lock(pg_store: str) -> No
     """One replica at a time: while another holds the reaper's advisory lock,
     this one's loop reaps nothing; once it is free, it does."""
     await insert_logs(pg_store, [
-        log_row(task_id="lost", status="pending",
+        stored_row(task_id="lost", status="pending",
                 created_at=datetime.now(UTC) - timedelta(days=2)),
     ])  # fmt: skip
     settings = ExporterSettings(database_url=pg_store, reaper_interval_seconds=0.05)

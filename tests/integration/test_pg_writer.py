@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from sqlalchemy import func, select
 
-from exporter.middleware.rows import COMPLETED_AT, DURATION_MS, STATUS, new_row
+from exporter.rows import COMPLETED_AT, DURATION_MS, PENDING, STATUS, log_row
 from exporter.store.engine import make_engine
 from exporter.store.models import TaskExecutionLog, TaskExecutionRollup
 from exporter.store.pg_admin import asyncpg_dsn
@@ -18,11 +18,11 @@ from exporter.store.pg_writer import WRITE_AND_NOTIFY, PostgresRowStore, encode_
 async def test_a_late_pending_row_racing_the_finished_one_is_counted_once(pg_store: str) -> None:
     engine = make_engine(pg_store)
     now = datetime.now(UTC)
-    finished = new_row("t1", 1, "race:task", 1_700_000_000.0)
+    finished = log_row("t1", 1, "race:task", PENDING, created_at=1_700_000_000.0)
     finished[STATUS] = "success"
     finished[COMPLETED_AT] = 1_700_000_001.0
     finished[DURATION_MS] = 12.5
-    pending = new_row("t1", 1, "race:task", 1_700_000_000.0)
+    pending = log_row("t1", 1, "race:task", PENDING, created_at=1_700_000_000.0)
 
     def args(row: list[object], stamp: datetime) -> tuple[object, ...]:
         return (encode_batch([row]), stamp, "test_channel", stamp.isoformat())
@@ -64,9 +64,13 @@ async def test_a_batch_that_finishes_nothing_skips_the_rollups(pg_store: str) ->
     try:
         now = datetime.now(UTC)
         await store.write(
-            [new_row(f"p{i}", 1, "skip:task", 1_700_000_000.0) for i in range(5)], now
+            [
+                log_row(f"p{i}", 1, "skip:task", PENDING, created_at=1_700_000_000.0)
+                for i in range(5)
+            ],
+            now,
         )
-        finished = new_row("p0", 1, "skip:task", 1_700_000_000.0)
+        finished = log_row("p0", 1, "skip:task", PENDING, created_at=1_700_000_000.0)
         finished[STATUS] = "success"
         await store.write([finished], now + timedelta(milliseconds=1))
         await store.close()  # the session's function statistics are flushed as it ends

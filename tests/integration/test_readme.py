@@ -22,7 +22,8 @@ from taskiq import InMemoryBroker
 from exporter import MonitoringMiddleware
 from exporter.service.app import create_app
 from exporter.settings import ExporterSettings
-from tests.support import insert_logs, log_row, serving
+from tests.helpers.rows import insert_logs, stored_row
+from tests.helpers.serving import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -69,7 +70,7 @@ async def test_curl_examples_answer_what_their_jq_reads(
     _tool("curl")
     _tool("jq")
     now = datetime.now(UTC)
-    failed = log_row(
+    failed = stored_row(
         task_name="demo:score_message",
         status="failed",
         created_at=now - timedelta(minutes=1),
@@ -77,7 +78,7 @@ async def test_curl_examples_answer_what_their_jq_reads(
         error_message="ValueError: message has no text to score",
         error_traceback="Traceback (most recent call last):\nValueError: no text\n",
     )
-    retried = log_row(
+    retried = stored_row(
         task_name="demo:score_message", created_at=now, task_id="readme-task", attempt=2
     )
     await insert_logs(pg_store, [failed, retried])

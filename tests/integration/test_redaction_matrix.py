@@ -29,9 +29,10 @@ from exporter import MonitoringMiddleware
 from exporter.app import create_app
 from exporter.events import EventHub
 from exporter.settings import ExporterSettings
-from tests.integration.api_walk import API, http_bodies, replayed_events
+from tests.helpers.api_walk import API, http_bodies, replayed_events
+from tests.helpers.middleware import monitored_broker
+from tests.helpers.serving import serving
 from tests.integration.test_secret_leaks import stored_text
-from tests.support import serving
 
 pytestmark = pytest.mark.integration
 VISIBLE = f"visible-{uuid.uuid4().hex}"
@@ -65,8 +66,10 @@ def pem(body: str) -> str:
     return "\n".join([*lines, "-----END RSA PRIVATE KEY-----", ""])
 
 
-def make_broker(mw: MonitoringMiddleware) -> tuple[InMemoryBroker, dict[str, Any]]:
-    broker = InMemoryBroker(await_inplace=True).with_middlewares(mw)
+def make_broker(
+    url: str, hub: EventHub | None
+) -> tuple[InMemoryBroker, MonitoringMiddleware, dict[str, Any]]:
+    broker, mw = monitored_broker(url, hub=hub)
 
     @broker.task(task_name="matrix:login")
     async def login(user: str, password: str, note: str = "") -> str:
@@ -105,7 +108,7 @@ def make_broker(mw: MonitoringMiddleware) -> tuple[InMemoryBroker, dict[str, Any
         "fail_note": fail_note,
         "fail_pattern": fail_pattern,
     }
-    return broker, tasks
+    return broker, mw, tasks
 
 
 def calls(secret: Secrets) -> list[tuple[str, list[Any], dict[str, Any], list[str]]]:
@@ -149,8 +152,7 @@ async def test_no_planted_secret_comes_out_anywhere(
     caplog.set_level(logging.DEBUG, logger="exporter")
     secret = Secrets()
     hub = None if store_url.startswith("postgresql") else EventHub()
-    mw = MonitoringMiddleware(database_url=store_url, hub=hub, flush_interval_seconds=0.02)
-    broker, tasks = make_broker(mw)
+    broker, mw, tasks = make_broker(store_url, hub)
     planned = calls(secret)
     settings = ExporterSettings(database_url=store_url, maintenance=False)
     app = create_app(settings, registry=mw.registry, hub=hub)

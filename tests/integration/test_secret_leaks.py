@@ -16,16 +16,15 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import text
-from taskiq import InMemoryBroker
 from websockets.asyncio.client import connect
 
-from exporter import MonitoringMiddleware
 from exporter.app import create_app
 from exporter.events import EventHub
 from exporter.settings import ExporterSettings
 from exporter.store.engine import make_engine
-from tests.integration.api_walk import API, http_bodies, replayed_events
-from tests.support import serving
+from tests.helpers.api_walk import API, http_bodies, replayed_events
+from tests.helpers.middleware import monitored_broker
+from tests.helpers.serving import serving
 
 pytestmark = pytest.mark.integration
 VISIBLE = f"visible-{uuid.uuid4().hex}"  # not a secret: proves the bodies carry params
@@ -91,8 +90,7 @@ async def test_no_endpoint_returns_a_redacted_secret(
     # On SQLite the writer publishes live events to the service in-process; on
     # PostgreSQL they go through NOTIFY (see test_fault_service for its state).
     hub = None if store_url.startswith("postgresql") else EventHub()
-    mw = MonitoringMiddleware(database_url=store_url, hub=hub, flush_interval_seconds=0.02)
-    broker = InMemoryBroker(await_inplace=True).with_middlewares(mw)
+    broker, mw = monitored_broker(store_url, hub=hub)
 
     @broker.task(task_name="leak:ok")
     async def ok(*args: Any, **kwargs: Any) -> int:

@@ -22,7 +22,7 @@ from exporter.app import create_app
 from exporter.settings import ExporterSettings
 from exporter.store.engine import make_engine
 from exporter.store.migrate import upgrade
-from tests.support import running_service, serving
+from tests.helpers.serving import running_service, serving
 
 pytestmark = pytest.mark.integration
 API = "/api/v1/monitoring"

@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select
 
 from exporter.store.engine import make_engine
 from exporter.store.models import TaskExecutionRollup, TaskExecutionRollupHourly
-from tests.support import insert_logs, log_row
+from tests.helpers.rows import insert_logs, stored_row
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -46,7 +46,7 @@ async def hourly_vs_minutes(url: str) -> tuple[list[tuple[object, ...]], list[tu
 
 async def test_hourly_follows_minutes(store_url: str) -> None:
     rows = [
-        log_row(
+        stored_row(
             task_name=name,
             status=status,
             created_at=T0 + timedelta(minutes=7 * i),

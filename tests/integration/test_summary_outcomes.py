@@ -19,7 +19,8 @@ from websockets.asyncio.client import connect
 
 from exporter.events import EventHub
 from exporter.service.schemas import MonitoringMetricsResponse, TaskEventMessage
-from tests.support import insert_logs, log_row, running_service, serving
+from tests.helpers.rows import insert_logs, stored_row
+from tests.helpers.serving import running_service, serving
 
 pytestmark = pytest.mark.integration
 API = "/api/v1/monitoring"
@@ -30,7 +31,7 @@ def attempts(task_name: str, task_id: str, *steps: tuple[str, float]) -> list[di
     """One row per (status, minutes ago), attempts numbered from 1."""
     now = datetime.now(UTC)
     return [
-        log_row(
+        stored_row(
             task_name=task_name,
             task_id=task_id,
             attempt=n,

@@ -9,47 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, text
-
 from exporter.processes import worker_host
-from tests.integration import processes as p
-
-
-def scrape(base: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    body = httpx.get(f"{base}/metrics", timeout=10).text
-    out = {}
-    for family in text_string_to_metric_families(body):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
-          **labels: str) -> float:  # fmt: skip
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def db_count(url: str, where: str = "true") -> int:
-    engine = create_engine(_sync(url))
-    with engine.connect() as conn:
-        n = conn.execute(text(f"SELECT count(*) FROM task_execution_logs WHERE {where}")).scalar()
-    engine.dispose()
-    return int(n or 0)
-
-
-def _sync(url: str) -> str:
-    # The test reads synchronously (pg8000) while the product writes with asyncpg.
-    return url.replace("postgresql+asyncpg", "postgresql+pg8000")
-
-
-def wait_for(check: Callable[[], bool], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.2)
+from tests.helpers import processes as p
+from tests.helpers.observe import db_count, scrape, value
+from tests.helpers.waiting import wait_for
 
 
 def test_two_worker_processes_sum_in_one_scrape(
@@ -59,7 +22,7 @@ def test_two_worker_processes_sum_in_one_scrape(
     env = p.environment(pg_store, tmp_path / "metrics")
     with p.worker(env) as proc, p.service(env, unused_port()) as base:
         p.send(env, 300, 40)
-        wait_for(lambda: db_count(pg_store, "status IN ('success', 'failed')") == 300)
+        wait_for(lambda: db_count(pg_store, "status IN ('success', 'failed')") == 300, "all rows")
 
         def complete() -> bool:
             s = scrape(base)
@@ -69,7 +32,7 @@ def test_two_worker_processes_sum_in_one_scrape(
             )  # fmt: skip
             return done == 300
 
-        wait_for(complete)
+        wait_for(complete, "every task counted")
         s = scrape(base)
         assert value(s, "taskiq_tasks_sent_total", task_name="w:quick") == 260
         assert value(s, "taskiq_tasks_sent_total", task_name="w:fail") == 40
@@ -102,13 +65,17 @@ def test_sigterm_writes_every_buffered_row_before_exit(pg_store: str, tmp_path: 
         time.sleep(2)  # workers up
         p.send(env, 200, 10)
         # The sender flushed its pending rows at its own shutdown; the workers hold the rest.
-        wait_for(lambda: db_count(pg_store, "true") == 200)
+        wait_for(lambda: db_count(pg_store) == 200, "the sender's rows")
         time.sleep(2)
         assert db_count(pg_store, "status IN ('success', 'failed')") == 0
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
     assert db_count(pg_store, "status = 'success'") == 190
     assert db_count(pg_store, "status = 'failed'") == 10
+
+
+def in_progress(base: str) -> float:
+    return value(scrape(base), "taskiq_tasks_in_progress", task_name="w:slow")
 
 
 def test_a_killed_worker_neither_breaks_the_scrape_nor_stays_in_progress(
@@ -123,18 +90,18 @@ def test_a_killed_worker_neither_breaks_the_scrape_nor_stays_in_progress(
     with p.worker(env, workers=1) as proc, p.service(env, unused_port()) as base:
         time.sleep(2)
         p.send(env, 5, 0, slow_seconds=120)
-        wait_for(lambda: db_count(pg_store, "status = 'running'") == 1)
-        wait_for(lambda: value(scrape(base), "taskiq_tasks_in_progress", task_name="w:slow") == 1)
+        wait_for(lambda: db_count(pg_store, "status = 'running'") == 1, "the slow task runs")
+        wait_for(lambda: in_progress(base) == 1, "the slow task in progress")
         (child,) = p.child_pids(proc.pid)
         os.kill(child, signal.SIGKILL)
         # Garbage where the killed process's files were must not break scrapes either.
         (tmp_path / "metrics" / f"counter_{child + 100000}.db").write_bytes(b"\x00\x01\x02")
-        wait_for(lambda: value(scrape(base), "taskiq_tasks_in_progress", task_name="w:slow") == 0)
+        wait_for(lambda: in_progress(base) == 0, "the killed task no longer in progress")
         s = scrape(base)
         assert value(s, "taskiq_tasks_completed_total", task_name="w:quick", status="success") == 5
         assert value(s, "taskiq_tasks_started_total", task_name="w:slow") == 1
         # The service's reaper sees the worker's pid is gone on this host.
-        wait_for(lambda: db_count(pg_store, "status = 'failed'") == 1)
+        wait_for(lambda: db_count(pg_store, "status = 'failed'") == 1, "the reaper's row")
         gone = f"WorkerLost: worker process {child} on {socket.gethostname()} is gone%"
         assert db_count(pg_store, f"error_message LIKE '{gone}'") == 1
         # Its host was stored with its pid namespace, which the service shares.

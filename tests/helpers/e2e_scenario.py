@@ -1,9 +1,9 @@
 """The end-to-end run shared by the Redis and RabbitMQ tests.
 
-Real processes only: ``taskiq-exporter worker tests.integration.e2e_app:broker``,
+Real processes only: ``taskiq-exporter worker tests.helpers.e2e_app:broker``,
 ``taskiq-exporter serve`` and a sender subprocess, on a fresh PostgreSQL
 database. Afterwards the log, /metrics and the history API must agree with each
-other and with the workload's plan (tests/integration/e2e_workload.py).
+other and with the workload's plan (tests/helpers/e2e_workload.py).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from pathlib import Path
 import httpx
 from sqlalchemy import create_engine, text
 
-from tests.integration import e2e_workload as w
-from tests.integration import processes as p
-from tests.integration.test_worker_processes import db_count, scrape, value, wait_for
+from tests.helpers import e2e_workload as w
+from tests.helpers import processes as p
+from tests.helpers.observe import db_count, scrape, value
+from tests.helpers.waiting import wait_for
 
 NAMES = 10
 # Tracebacks fetched one by one from /history/{id}: all of them up to this many.
@@ -28,13 +29,13 @@ MAX_DETAILS = 1_000
 
 def worker(env: dict[str, str], workers: int) -> AbstractContextManager[subprocess.Popen[bytes]]:
     return p.worker(
-        env, workers, app="tests.integration.e2e_app:broker",
+        env, workers, app="tests.helpers.e2e_app:broker",
         extra=("--log-level", "WARNING"), wait_children=True,
     )  # fmt: skip
 
 
 def send(env: dict[str, str], tasks: int) -> None:
-    cmd = [sys.executable, "-m", "tests.integration.e2e_app", "send", "0", str(tasks)]
+    cmd = [sys.executable, "-m", "tests.helpers.e2e_app", "send", "0", str(tasks)]
     subprocess.run(cmd, env=env, cwd=p.ROOT, check=True, timeout=180)
 
 
@@ -48,9 +49,9 @@ def run(
         send(env, tasks)
         wait_for(
             lambda: db_count(database_url, "status IN ('success', 'failed')") == totals.attempts,
-            seconds=120,
+            "every attempt's row written",
         )
-        wait_for(lambda: _completed(base) == totals.attempts, seconds=30)
+        wait_for(lambda: _completed(base) == totals.attempts, "every attempt counted", 30)
         check_log(database_url, tasks, totals)
         check_metrics(base, database_url, totals)
         check_history(base, database_url)

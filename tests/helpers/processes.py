@@ -59,7 +59,7 @@ def worker(
     env: dict[str, str],
     workers: int = 2,
     *,
-    app: str = "tests.integration.worker_app:broker",
+    app: str = "tests.helpers.worker_app:broker",
     extra: tuple[str, ...] = (),
     wait_children: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
@@ -105,7 +105,7 @@ def service(env: dict[str, str], port: int) -> Iterator[str]:
 
 def send(env: dict[str, str], total: int, failing: int, slow_seconds: float = 0.0) -> None:
     subprocess.run(
-        [sys.executable, "-m", "tests.integration.worker_app", "send", str(total), str(failing),
+        [sys.executable, "-m", "tests.helpers.worker_app", "send", str(total), str(failing),
          str(slow_seconds)],
         env=env, cwd=ROOT, check=True, timeout=120,
     )  # fmt: skip

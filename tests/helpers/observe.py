@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Self
 
@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 
-from tests.integration.processes import EXPORTER, ROOT
+from tests.helpers.processes import EXPORTER, ROOT
+from tests.helpers.waiting import wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 WRITE_ERRORS = "taskiq_exporter_log_write_errors_total"
@@ -36,15 +37,6 @@ def scrape(base: str) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def wait_for(check: Callable[[], bool], seconds: float = 120, what: str = "condition") -> None:
-    """Poll until ``check()``; generous timeouts, the machine is shared."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not met within {seconds} s")
-        time.sleep(0.2)
 
 
 class Db:
@@ -75,6 +67,12 @@ def database(url: str) -> Iterator[Db]:
         yield db
     finally:
         db.close()
+
+
+def db_count(url: str, where: str = "true") -> int:
+    """Rows of task_execution_logs ``where`` holds, on a connection of its own."""
+    with database(url) as db:
+        return db.count(where)
 
 
 class Scraper(threading.Thread):
@@ -136,7 +134,7 @@ def start_service(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
             return False
 
     try:
-        wait_for(healthy, 60, "the service answers /healthz")
+        wait_for(healthy, "the service answers /healthz", 60)
     except BaseException:
         proc.kill()
         proc.wait()

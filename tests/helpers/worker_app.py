@@ -1,7 +1,7 @@
-"""A taskiq app for the multi-process tests: ``taskiq worker tests.integration.worker_app:broker``.
+"""A taskiq app for the multi-process tests: ``taskiq worker tests.helpers.worker_app:broker``.
 
 Configured from the environment (queue name, store, multiprocess directory), as
-a production app would be. ``python -m tests.integration.worker_app send N F``
+a production app would be. ``python -m tests.helpers.worker_app send N F``
 sends N quick tasks of which F fail.
 """
 

@@ -1,4 +1,4 @@
-"""The end-to-end workload as a taskiq app: ``taskiq worker tests.integration.e2e_app:broker``.
+"""The end-to-end workload as a taskiq app: ``taskiq worker tests.helpers.e2e_app:broker``.
 
 Configured from the environment, as a production app would be:
 
@@ -14,7 +14,7 @@ Configured from the environment, as a production app would be:
   finished each task and, now and then, its CPU time, and while it runs how many
   tasks it has finished (the throughput benchmark reads both).
 
-``python -m tests.integration.e2e_app send START STOP`` sends tasks START..STOP
+``python -m tests.helpers.e2e_app send START STOP`` sends tasks START..STOP
 (see e2e_workload for what each one does).
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 from taskiq import AsyncBroker, Context, TaskiqDepends, TaskiqEvents, TaskiqMiddleware
 from taskiq.middlewares import SimpleRetryMiddleware
 
-from tests.integration import e2e_workload as w
+from tests.helpers import e2e_workload as w
 
 TASK_NAMES = int(os.environ.get("E2E_TASK_NAMES", "10"))
 

@@ -1,7 +1,7 @@
 """A steady client for the fault tests.
 
-``python -m tests.integration.load RATE`` sends ``w:quick`` tasks of
-tests.integration.worker_app at RATE per second until a line (or end of file)
+``python -m tests.helpers.load RATE`` sends ``w:quick`` tasks of
+tests.helpers.worker_app at RATE per second until a line (or end of file)
 arrives on its stdin, shuts its broker down (which writes its pending rows) and
 prints ``{"sent": N}``. :class:`Load` runs it from a test.
 """
@@ -16,7 +16,7 @@ import time
 from types import TracebackType
 from typing import Self
 
-from tests.integration.processes import ROOT
+from tests.helpers.processes import ROOT
 
 
 class Load:
@@ -30,7 +30,7 @@ class Load:
 
     def __enter__(self) -> Self:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.load", str(self.rate)],
+            [sys.executable, "-m", "tests.helpers.load", str(self.rate)],
             env=self.env, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         return self
@@ -57,7 +57,7 @@ class Load:
 
 async def _run(rate: float) -> int:
     # Imported here: the broker is configured from this process's environment.
-    from tests.integration.worker_app import broker, quick
+    from tests.helpers.worker_app import broker, quick
 
     await broker.startup()
     stop = asyncio.ensure_future(asyncio.to_thread(sys.stdin.readline))
