@@ -8,7 +8,7 @@ sender process that kiqs tasks at a steady rate (one in ten fails), and this
 process as a client of /api/v1/monitoring/events. For each terminal event:
 
 - completion -> client: receive time minus the event's ``timestamp`` (the worker's
-  completed_at, the same host clock): what the issue bounds (p99 < 100 ms);
+  completed_at, the same host clock): the latency a live view sees (goal: p99 under 100 ms);
 - completion -> batch stamp: until the writer began the batch holding the row
   (``data.updated_at``; the writer's flush interval);
 - batch stamp -> client: the upsert, commit, NOTIFY, the service's read and the send.
