@@ -106,10 +106,14 @@ class HistoryQuery(_Query):
 
 
 class EventsQuery(_Query):
-    task_name: TaskName | None = Field(None, description="only events of this task name")
-    status: TaskStatus | None = Field(None, description=f"only events with status {STATUSES}")
+    task_name: TaskName | None = Field(
+        None, description=f"an exact task name, 1 to {TASK_NAME_MAX} characters (its events only)"
+    )
+    status: TaskStatus | None = Field(
+        None, description=f"one of {STATUSES} (events with that status only)"
+    )
     since: IsoDateTime | None = Field(
-        None, description="data.updated_at of the last event seen: replay what changed since"
+        None, description="an ISO 8601 date-time, the data.updated_at of the last event seen"
     )
     token: str | None = Field(
         None, description="the API token, for browsers that cannot send an Authorization header"
