@@ -6,7 +6,6 @@ row-level triggers only).
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-29
 """
 
 from collections.abc import Sequence
