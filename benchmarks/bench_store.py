@@ -6,10 +6,11 @@ Writes through the middleware's own store (exporter.store.pg_writer), as a clien
 writes PENDING rows and a worker then finishes them, and reads the CPU time of
 the store's server process from /proc (so the server must run on this machine). Every
 (task name layout, batch size) is measured on two databases side by side, in
-alternation: one at head (statement-level hourly triggers, migration 0003) and
-one at 0002 (a row-level trigger), and the ratio of their CPU per finished row is
-printed. Each round starts from empty tables and ends with a check that the log,
-the minute rollups and the hourly rollups agree.
+alternation: one at head (the log partitioned by day, its partitions made as
+`db upgrade` makes them) and one at an older revision, ``--against`` (0003 by
+default: one table; 0002: one table with a row-level hourly trigger), and the
+ratio of their CPU per task is printed. Each round starts from empty tables and
+ends with a check that the log, the minute rollups and the hourly rollups agree.
 
 Layouts: ``clustered`` gives seven consecutive tasks the same of 10 names (a
 batch touches a few rollup keys); ``interleaved`` draws each task's name from 200
@@ -32,6 +33,7 @@ import asyncpg
 from benchmarks.bursts import cpu_seconds
 from benchmarks.options import add_server_url
 from exporter.rows import LogRow
+from exporter.store import partitions
 from exporter.store.engine import make_engine
 from exporter.store.migrate import upgrade
 from exporter.store.pg_admin import asyncpg_dsn, drop_database, ensure_database
@@ -40,6 +42,10 @@ from exporter.store.pg_writer import PostgresRowStore
 PARAMS = '{"args": [1, 2], "kwargs": {"user": "u-42"}}'
 TRACEBACK = "Traceback (most recent call last):\n" + '  File "app.py", line 1, in t\n' * 5
 BATCHES = (25, 100, 400)
+DESCRIBED = {
+    "0003": "one table, statement-level hourly triggers",
+    "0002": "one table, a row-level hourly trigger",
+}
 LAYOUTS = {"clustered (10 names)": 10, "interleaved (200 names)": 200}
 CHECK = """
 SELECT (SELECT count(*) FROM task_execution_logs WHERE status IN ('success', 'failed')),
@@ -118,27 +124,36 @@ async def main() -> None:
     add_server_url(parser)
     parser.add_argument("--rows", type=int, default=20_000, help="tasks per measurement")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--against", choices=("0003", "0002"), default="0003", help="the older revision"
+    )
     args = parser.parse_args()
+    old = args.against
     base = args.server_url.rsplit("/", 1)[0]
     run = uuid.uuid4().hex[:8]
-    urls = {rev: f"{base}/texp_bench_store_{rev}_{run}" for rev in ("head", "0002")}
+    urls = {rev: f"{base}/texp_bench_store_{rev}_{run}" for rev in ("head", old)}
     for url in urls.values():
         await ensure_database(url)
     try:
         for rev, url in urls.items():
             await upgrade(url, rev)
+        engine = make_engine(urls["head"])
+        try:
+            await partitions.ensure(engine, interval_hours=24, ahead_hours=72, keep_days=30)
+        finally:
+            await engine.dispose()
         print(
             f"PostgreSQL server CPU per row, {args.rows} tasks, median of {args.rounds} rounds;"
-            " pending = the client's statement, finished = the worker's; head = statement-level"
-            " hourly triggers, 0002 = row-level"
+            " pending = the client's statement, finished = the worker's; head = partitioned by"
+            f" day, {old} = {DESCRIBED[old]}"
         )
         print(
-            "us/row by database revision; ratio = 0002's CPU per task (both rows) over head's;"
+            f"us/row by database revision; ratio = {old}'s CPU per task (both rows) over head's;"
             " tasks/s per core = 1e6 / head's CPU per task"
         )
         print(
-            f"{'layout':24} {'batch':>5} {'pending':>8} {'finished':>9} {'0002 pending':>13}"
-            f" {'0002 finished':>14} {'ratio':>6} {'tasks/s per core':>17}"
+            f"{'layout':24} {'batch':>5} {'pending':>8} {'finished':>9} {old + ' pending':>13}"
+            f" {old + ' finished':>14} {'ratio':>6} {'tasks/s per core':>17}"
         )
         for layout, names in LAYOUTS.items():
             tasks = workload(args.rows, names, seed=names)
@@ -150,7 +165,7 @@ async def main() -> None:
                         results[rev].append(await one_round(urls[rev], tasks, batch))
                 sent, done, old_sent, old_done = (
                     statistics.median(r[i] for r in results[rev])
-                    for rev, i in (("head", 0), ("head", 1), ("0002", 0), ("0002", 1))
+                    for rev, i in (("head", 0), ("head", 1), (old, 0), (old, 1))
                 )
                 print(
                     f"{layout:24} {batch:5} {sent:8.1f} {done:9.1f} {old_sent:13.1f}"

@@ -22,6 +22,8 @@ from sqlalchemy import Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex
 
+from exporter.store import partitions
+from exporter.store.engine import make_engine
 from exporter.store.migrate import upgrade
 from exporter.store.models import TaskExecutionLog
 from exporter.store.pg_admin import asyncpg_dsn, ensure_database
@@ -96,6 +98,20 @@ FROM task_execution_logs WHERE status IN ('success', 'failed') GROUP BY 1, 2, 3
 """
 
 
+PARTITIONED = "SELECT relkind = 'p' FROM pg_class WHERE oid = 'task_execution_logs'::regclass"
+DATED_PARTITIONS = (
+    "SELECT coalesce(array_agg(c.relname::text), '{}') FROM pg_inherits i"
+    " JOIN pg_class c ON c.oid = i.inhrelid"
+    " WHERE i.inhparent = 'task_execution_logs'::regclass"
+    " AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'"
+)
+# The log's unique key, by layout: (name, columns).
+KEYS = {
+    False: ("uq_task_execution_logs_task_id_attempt", "task_id, attempt"),
+    True: ("uq_task_execution_logs_task_id_attempt_created", "task_id, attempt, created_at"),
+}
+
+
 def secondary_indexes() -> list[tuple[str, str]]:
     """(name, CREATE INDEX) of the log's indexes, from the models: a failed run that
     dropped them can always rebuild them."""
@@ -133,15 +149,27 @@ async def seed(
             "TRUNCATE task_execution_logs, task_execution_rollups, task_execution_rollups_hourly "
             "RESTART IDENTITY"
         )
+        end = datetime.now(UTC) - timedelta(seconds=5)
+        start = end - timedelta(days=days)
+        partitioned = await conn.fetchval(PARTITIONED)
+        if partitioned:
+            # One partition per day of the seeded range, as the maintenance makes them.
+            for name in await conn.fetchval(DATED_PARTITIONS):
+                await conn.execute(f'DROP TABLE "{name}"')
+            engine = make_engine(url)
+            try:
+                made = await partitions.ensure(
+                    engine, interval_hours=24, ahead_hours=(days + 3) * 24,
+                    keep_days=days + 1, now=start,
+                )  # fmt: skip
+            finally:
+                await engine.dispose()
+            progress.line(f"{len(made)} daily partitions")
+        key, key_columns = KEYS[bool(partitioned)]
         indexes = secondary_indexes()
         for name, _ddl in indexes:
             await conn.execute(f'DROP INDEX IF EXISTS "{name}"')
-        await conn.execute(
-            "ALTER TABLE task_execution_logs "
-            "DROP CONSTRAINT IF EXISTS uq_task_execution_logs_task_id_attempt"
-        )
-        end = datetime.now(UTC) - timedelta(seconds=5)
-        start = end - timedelta(days=days)
+        await conn.execute(f"ALTER TABLE task_execution_logs DROP CONSTRAINT IF EXISTS {key}")
         step_us = (end - start).total_seconds() * 1e6 / max(rows, 1)
         bounds = [sum(WEIGHTS[: i + 1]) for i in range(len(WEIGHTS) - 1)]
         for lo in range(1, rows + 1, CHUNK):
@@ -167,10 +195,9 @@ async def seed(
         await conn.execute("SET session_replication_role = DEFAULT")
         progress.line("rollups built")
         await conn.execute(
-            "ALTER TABLE task_execution_logs ADD CONSTRAINT "
-            "uq_task_execution_logs_task_id_attempt UNIQUE (task_id, attempt)"
+            f"ALTER TABLE task_execution_logs ADD CONSTRAINT {key} UNIQUE ({key_columns})"
         )
-        progress.line("unique (task_id, attempt)")
+        progress.line(f"unique ({key_columns})")
         for name, ddl in indexes:
             await conn.execute(ddl)
             progress.line(f"index {name}")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -176,6 +176,12 @@ class ExporterSettings(BaseSettings):
         description="SQLAlchemy async URL (postgresql+asyncpg://... or sqlite+aiosqlite:///...; "
         "postgresql://, postgres:// and sqlite:/// mean the same)",
     )
+    read_database_url: str | None = Field(
+        None,
+        description="a streaming replica of database_url (PostgreSQL) for the service's reads: "
+        "history, detail, summary, task names and event replay; the writers, live events, "
+        "the reaper and retention stay on database_url",
+    )
     # What is written
     secret_keys: tuple[str, ...] = DEFAULT_SECRET_KEYS
     max_params_bytes: int = Field(16_384, ge=64)
@@ -215,6 +221,15 @@ class ExporterSettings(BaseSettings):
     retention_days: float = Field(30.0, gt=0)
     retention_batch_rows: int = Field(10_000, ge=1)
     retention_interval_seconds: float = Field(3_600.0, gt=0)
+    # PostgreSQL keeps the log in time partitions (see docs/scaling.md).
+    partition_interval_hours: int = Field(
+        24,
+        description="hours of history per partition of the log on PostgreSQL: a divisor "
+        "of 24 or a whole number of days (24, 48, ... 744)",
+    )
+    partition_ahead_hours: float = Field(
+        72.0, gt=0, le=24 * 366, description="how far ahead partitions are created"
+    )
     # Live events (WS /api/v1/monitoring/events)
     events_max_connections: int = Field(200, ge=1, description="open event streams in all")
     events_max_connections_per_client: int = Field(
@@ -260,16 +275,24 @@ class ExporterSettings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:
-        scheme, sep, rest = value.partition("://")
-        value = _SCHEMES.get(scheme, scheme) + sep + rest
-        try:
-            driver = make_url(value).drivername
-        except ArgumentError:
-            raise ValueError("not a database URL") from None
-        if driver not in DRIVERS:
+        return _database_url(value)
+
+    @field_validator("read_database_url")
+    @classmethod
+    def _postgres_replica(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None or not value.strip():  # an empty variable: no replica
+            return None
+        value = _database_url(value)
+        if not value.startswith(DRIVERS[0]):
             raise ValueError(
-                f"unsupported driver {driver!r}: use postgresql+asyncpg://user@host/db "
-                "or sqlite+aiosqlite:///file.sqlite3"
+                "must be a PostgreSQL streaming replica (postgresql://user@host/db): "
+                "SQLite has no replicas"
+            )
+        primary = info.data.get("database_url")  # absent when it was invalid itself
+        if primary is not None and not primary.startswith(DRIVERS[0]):
+            raise ValueError(
+                "a read replica needs TASKIQ_EXPORTER_DATABASE_URL on PostgreSQL too "
+                "(it is SQLite): unset TASKIQ_EXPORTER_READ_DATABASE_URL"
             )
         return value
 
@@ -278,6 +301,20 @@ class ExporterSettings(BaseSettings):
     def _sorted_buckets(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if not value or list(value) != sorted(set(value)) or value[0] <= 0:
             raise ValueError("buckets must be positive, strictly increasing and not empty")
+        return value
+
+    @field_validator("partition_interval_hours")
+    @classmethod
+    def _whole_partitions(cls, value: int) -> int:
+        # Partitions start on multiples of the interval since the epoch: a day is
+        # cut into equal parts, or whole days follow each other.
+        if value <= 0 or (value < 24 and 24 % value) or (value >= 24 and value % 24):
+            raise ValueError(
+                f"{value} hours: use a divisor of 24 (1, 2, 3, 4, 6, 8, 12) "
+                "or a whole number of days in hours (24, 48, ... 744)"
+            )
+        if value > 744:
+            raise ValueError(f"{value} hours: at most 744 (31 days) per partition")
         return value
 
     @field_validator("secret_keys")
@@ -344,13 +381,30 @@ class ExporterSettings(BaseSettings):
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         # repr() and str() of the settings end up in logs and tracebacks: no password.
         for name, value in super().__repr_args__():
-            if name == "database_url" and isinstance(value, str):
+            if name in ("database_url", "read_database_url") and isinstance(value, str):
                 value = _hide_password(value)
             yield name, value
 
     @property
     def is_postgres(self) -> bool:
         return self.database_url.startswith("postgresql")
+
+
+def _database_url(value: str) -> str:
+    """``value`` with the bare scheme spelled as its async driver; a clear error for
+    anything but the drivers the store is written for."""
+    scheme, sep, rest = value.partition("://")
+    value = _SCHEMES.get(scheme, scheme) + sep + rest
+    try:
+        driver = make_url(value).drivername
+    except ArgumentError:
+        raise ValueError("not a database URL") from None
+    if driver not in DRIVERS:
+        raise ValueError(
+            f"unsupported driver {driver!r}: use postgresql+asyncpg://user@host/db "
+            "or sqlite+aiosqlite:///file.sqlite3"
+        )
+    return value
 
 
 def _hide_password(url: str) -> str:

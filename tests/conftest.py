@@ -16,6 +16,8 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from exporter.store import partitions
+from exporter.store.engine import make_engine
 from exporter.store.migrate import upgrade
 from exporter.store.pg_admin import drop_database, ensure_database
 
@@ -66,8 +68,14 @@ def unused_port() -> Callable[[], int]:
 
 @pytest.fixture
 async def pg_store(pg_url: str) -> str:
-    """A fresh PostgreSQL database migrated to head."""
+    """A fresh PostgreSQL database as `taskiq-exporter db upgrade` leaves it: migrated
+    to head, with the log's partitions from today until three days ahead."""
     await upgrade(pg_url)
+    engine = make_engine(pg_url)
+    try:
+        await partitions.ensure(engine, interval_hours=24, ahead_hours=72, keep_days=30)
+    finally:
+        await engine.dispose()
     return pg_url
 
 

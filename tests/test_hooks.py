@@ -4,6 +4,7 @@ they keep while nothing is written."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,15 @@ from taskiq import TaskiqMessage, TaskiqResult
 from exporter import MonitoringMiddleware
 from exporter.middleware.buffer import TRACEBACK_DROPPED, row_bytes
 from exporter.middleware.labels import SENT_AT_LABEL
-from exporter.rows import CREATED_AT, PARAMS, QUEUED_AT, STARTED_AT, STATUS, WORKER_PID
+from exporter.rows import (
+    CREATED_AT,
+    PARAMS,
+    QUEUE_WAIT_MS,
+    QUEUED_AT,
+    STARTED_AT,
+    STATUS,
+    WORKER_PID,
+)
 from exporter.store.engine import make_engine
 from exporter.store.models import TaskExecutionLog
 from tests.helpers.middleware import sample
@@ -71,6 +80,21 @@ async def test_a_running_attempt_merges_into_the_pending_row_its_sender_holds() 
     assert held[QUEUED_AT] <= held[STARTED_AT]
     assert held[CREATED_AT] == held[QUEUED_AT]
     assert held[PARAMS] == '{"args":[7],"kwargs":{}}'
+
+
+async def test_a_worker_behind_the_senders_clock_keeps_the_send_time_as_created_at() -> None:
+    """The send time is the attempt's created_at on both sides, whatever the clocks:
+    on PostgreSQL it is part of the row's key, so the sender's PENDING row and the
+    worker's rows meet only on it. The queue wait, which it cannot measure, is 0."""
+    mw = MonitoringMiddleware(database_url=UNUSED)
+    ahead_us = (int(time.time()) + 3600) * 1_000_000  # the sender's clock, an hour ahead
+    msg = message("skewed", labels={SENT_AT_LABEL: ahead_us})
+    await mw.pre_execute(msg)
+    mw.before_flush()
+    (row,) = mw.runtime.buffer.rows.values()
+    assert row[CREATED_AT] == row[QUEUED_AT] == ahead_us / 1e6
+    assert row[QUEUE_WAIT_MS] == 0.0
+    assert row[STARTED_AT] < row[CREATED_AT]
 
 
 async def test_observations_wait_for_the_tallies_but_stay_bounded_while_rows_are_refused() -> None:

@@ -39,7 +39,10 @@ def register(sub: Any) -> None:
         help="seconds since the attempt started (default: TASKIQ_EXPORTER_ORPHAN_TIMEOUT_SECONDS"
         f", else {_DEFAULTS['orphan_timeout_seconds'].default:g})",
     )
-    prune = actions.add_parser("prune", help="delete rows older than the retention")
+    listing = actions.add_parser("partitions", help="list the log's partitions (PostgreSQL)")
+    prune = actions.add_parser(
+        "prune", help="make partitions ahead, drop or delete what is older than the retention"
+    )
     prune.add_argument(
         "--days",
         type=positive,
@@ -48,7 +51,7 @@ def register(sub: Any) -> None:
         help="days of history to keep (default: TASKIQ_EXPORTER_RETENTION_DAYS, "
         f"else {_DEFAULTS['retention_days'].default:g})",
     )
-    for parser_ in (up, down, current, reap, prune):
+    for parser_ in (up, down, current, listing, reap, prune):
         add_database_url(parser_)
     parser.set_defaults(run=run)
 
@@ -65,22 +68,32 @@ def run(args: argparse.Namespace, _extra: list[str]) -> int:
 
 
 async def _run(args: argparse.Namespace, settings: ExporterSettings) -> int:
-    from exporter.maintenance import reaper, retention
-    from exporter.store import migrate
+    from exporter.maintenance import loop, reaper, retention
+    from exporter.store import migrate, partitions
     from exporter.store.engine import make_engine
 
     url = settings.database_url
-    if args.action == "upgrade":
-        await migrate.upgrade(url, args.revision)
-    elif args.action == "downgrade":
-        await migrate.downgrade(url, args.revision)
     # create=False: current, reap and prune must not leave an empty SQLite file behind.
     engine = make_engine(url, create=args.action == "upgrade")
     try:
+        if args.action == "upgrade":
+            if args.revision == "head" and await partitions.prepare_upgrade(engine):
+                print("built the partitioned log's keys on the existing rows (concurrently)")
+            await migrate.upgrade(url, args.revision)
+            for made in await loop.make_partitions(engine, settings):
+                print(f"made {made.describe()}")
+        elif args.action == "downgrade":
+            await migrate.downgrade(url, args.revision)
         if args.action in ("upgrade", "downgrade"):
             revision = await migrate.current_revision(engine)
             head = " (head)" if revision == migrate.head_revision() else ""
             print(f"the database at {display_url(url)} is at revision {revision or 'base'}{head}")
+        elif args.action == "partitions":
+            async with engine.connect() as conn:
+                if not await partitions.is_partitioned(conn):
+                    print("the log is one table (not partitioned)")
+                for partition in await partitions.partitions(conn):
+                    print(partition.describe())
         elif args.action == "current":
             print(await migrate.current_revision(engine) or "empty (no revision)")
         elif args.action == "reap":
@@ -89,13 +102,17 @@ async def _run(args: argparse.Namespace, settings: ExporterSettings) -> int:
             )
             print(f"{count} orphaned attempts marked failed")
         else:
-            count = await retention.prune(
+            for made in await loop.make_partitions(engine, settings):
+                print(f"made {made.describe()}")
+            pruned = await retention.prune(
                 engine,
                 days=settings.retention_days,
                 batch_rows=settings.retention_batch_rows,
                 progress=True,
             )
-            print(f"{count} rows deleted")
+            for dropped in pruned.dropped:
+                print(f"dropped {dropped.describe()}")
+            print(f"{pruned.rows} rows deleted; nothing created before {pruned.before:%F %H:%M} is kept")
     finally:
         await engine.dispose()
     return 0

@@ -1,5 +1,6 @@
-"""The service runs the reaper and the retention job on their intervals.
-On PostgreSQL an advisory lock makes one replica do each job at a time."""
+"""The service runs the reaper and the store's upkeep (partitions ahead, then
+retention) on their intervals. On PostgreSQL an advisory lock makes one replica
+do each job at a time."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from exporter.maintenance import reaper, retention
 from exporter.settings import ExporterSettings
+from exporter.store import partitions
 
 logger = logging.getLogger(__name__)
 LOCK_REAPER = 0x7A51_0001
@@ -64,15 +67,41 @@ async def reap(engine: AsyncEngine, settings: ExporterSettings) -> int:
     )
 
 
+async def make_partitions(
+    engine: AsyncEngine, settings: ExporterSettings
+) -> list[partitions.Partition]:
+    """The log's partitions ahead of time (PostgreSQL; nothing elsewhere). A role
+    that may not make them is told so: rows then go to the default partition."""
+    try:
+        return await partitions.ensure(
+            engine,
+            interval_hours=settings.partition_interval_hours,
+            ahead_hours=settings.partition_ahead_hours,
+            keep_days=settings.retention_days,
+        )
+    except DBAPIError as exc:
+        if partitions.sqlstate(exc) != partitions.INSUFFICIENT_PRIVILEGE:
+            raise
+        logger.warning(
+            "taskiq-exporter: this role may not make the log's partitions (only its owner "
+            "may): new rows go to the default partition until `taskiq-exporter db upgrade` "
+            "runs as the owner"
+        )
+        return []
+
+
+async def upkeep(engine: AsyncEngine, settings: ExporterSettings) -> retention.Pruned:
+    """Partitions ahead, then retention: one job, as both change the partitions."""
+    await make_partitions(engine, settings)
+    return await retention.prune(
+        engine, days=settings.retention_days, batch_rows=settings.retention_batch_rows
+    )
+
+
 async def run_maintenance(engine: AsyncEngine, settings: ExporterSettings) -> None:
     """Run until cancelled."""
     s = settings
     await asyncio.gather(
         _every(s.reaper_interval_seconds, engine, LOCK_REAPER, lambda: reap(engine, s)),
-        _every(
-            s.retention_interval_seconds, engine, LOCK_RETENTION,
-            lambda: retention.prune(
-                engine, days=s.retention_days, batch_rows=s.retention_batch_rows
-            ),
-        ),
-    )  # fmt: skip
+        _every(s.retention_interval_seconds, engine, LOCK_RETENTION, lambda: upkeep(engine, s)),
+    )

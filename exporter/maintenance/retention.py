@@ -18,6 +18,13 @@ finishes meanwhile, and its rollup, are then either both deleted or both kept,
 and a concurrent change to a row or rollup being deleted makes the batch retry.
 Between batches the rollups still count rows already deleted; the counts are
 exact again when the run ends.
+
+A partitioned log (PostgreSQL) first drops the partitions that end at or before
+the boundary, whole, with the rollups before their end (exporter/store/partitions.py).
+The partition the boundary falls in then waits until it can go whole too: the
+log and the rollups are cut at its start, so up to one partition's interval more
+of history is kept. Only the legacy partition of an upgraded installation and
+the default partition are deleted from in batches.
 """
 
 from __future__ import annotations
@@ -25,12 +32,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from exporter.store import partitions
 from exporter.store.models import TaskExecutionLog, TaskExecutionRollup
 from exporter.store.ranges import floor_minute
 
@@ -50,7 +59,11 @@ async def _batch(conn: AsyncConnection, before: datetime, batch_rows: int) -> tu
     """Delete up to ``batch_rows`` log rows created before ``before``; when that
     was the last of them, the minute rollups before it too. Returns (rows, done)."""
     ids = select(LOG.id).where(LOG.created_at < before).limit(batch_rows)
-    result = await conn.execute(delete(LOG).where(LOG.id.in_(ids.scalar_subquery())))
+    # The time bound again on the delete: a partitioned log then looks for the ids
+    # only in the partitions before the boundary.
+    result = await conn.execute(
+        delete(LOG).where(LOG.created_at < before, LOG.id.in_(ids.scalar_subquery()))
+    )
     count = result.rowcount or 0
     if count >= batch_rows:
         return count, False
@@ -75,6 +88,16 @@ async def _run_batch(engine: AsyncEngine, before: datetime, batch_rows: int) -> 
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+@dataclass
+class Pruned:
+    """What one retention run removed: log rows deleted in batches, partitions
+    dropped whole, and where the log is cut now."""
+
+    before: datetime
+    rows: int = 0
+    dropped: list[partitions.Partition] = field(default_factory=list)
+
+
 async def prune(
     engine: AsyncEngine,
     *,
@@ -82,21 +105,24 @@ async def prune(
     batch_rows: int,
     now: datetime | None = None,
     progress: bool = False,
-) -> int:
+) -> Pruned:
     """Delete rows created before the minute of ``now - days`` and the rollup
-    minutes before it. Returns the number of log rows deleted."""
-    before = boundary(now or datetime.now(UTC), days)
-    deleted = 0
+    minutes before it (on a partitioned log, before the start of the partition
+    that minute falls in)."""
+    before, dropped = await partitions.drop_expired(
+        engine, boundary(now or datetime.now(UTC), days)
+    )
+    pruned = Pruned(before=before, dropped=dropped)
     while True:
         count, done = await _run_batch(engine, before, batch_rows)
-        deleted += count
+        pruned.rows += count
         if progress and count:
-            print(f"\rdeleted {deleted} rows older than {before:%Y-%m-%d %H:%M}", end="",
+            print(f"\rdeleted {pruned.rows} rows older than {before:%Y-%m-%d %H:%M}", end="",
                   file=sys.stderr, flush=True)  # fmt: skip
         if done:
             break
-    if progress and deleted:
+    if progress and pruned.rows:
         print(file=sys.stderr)
-    if deleted:
-        logger.info("taskiq-exporter: retention deleted %d rows older than %s", deleted, before)
-    return deleted
+    if pruned.rows:
+        logger.info("taskiq-exporter: retention deleted %d rows older than %s", pruned.rows, before)
+    return pruned

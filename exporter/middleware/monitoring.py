@@ -210,13 +210,16 @@ class MonitoringMiddleware(TaskiqMiddleware):
             if sent is None:
                 created, wait_ms, params_stored = now, None, False
             else:
+                # The send time is the attempt's created_at, on both sides: the
+                # sender's PENDING row and this one meet on it (on PostgreSQL it
+                # is part of the row's key and picks its partition).
+                created = sent
                 if sent <= now:
-                    created = sent
                     wait = now - sent
                     tally.waits.append(wait)  # bucketed when the tallies are applied
                     wait_ms = wait * 1000.0
                 else:  # the sender's clock is ahead: no wait to measure
-                    created, wait_ms = now, 0.0
+                    wait_ms = 0.0
                 # The sender wrote the params with its PENDING row.
                 params_stored = labels.pop(NO_PARAMS_LABEL, None) is None
             if not params_stored:

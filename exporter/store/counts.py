@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
 from sqlalchemy import (
@@ -41,6 +41,7 @@ from exporter.store.ranges import Span, split
 
 AnySelect: TypeAlias = Select[*tuple[Any, ...]]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+RETRY_CLOCK_SKEW = timedelta(days=1)
 MINUTES: Table = TaskExecutionRollup.__table__  # type: ignore[assignment]
 HOURS: Table = TaskExecutionRollupHourly.__table__  # type: ignore[assignment]
 
@@ -200,7 +201,13 @@ async def retried_attempts(
     if not task_names:
         return {}
     later = TaskExecutionLog.__table__.alias("later")
-    followed = exists().where(later.c.task_id == LOG.task_id, later.c.attempt > LOG.attempt)
+    followed = exists().where(
+        later.c.task_id == LOG.task_id,
+        later.c.attempt > LOG.attempt,
+        # A retry is sent after the attempt it follows; the bound, wide enough for
+        # any clock skew between hosts, lets a partitioned log skip older partitions.
+        later.c.created_at >= lo - RETRY_CLOCK_SKEW,
+    )
     query = (
         select(LOG.task_name, func.count())
         .where(

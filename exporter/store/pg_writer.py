@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
@@ -51,14 +52,14 @@ _FIELDS = ", ".join(f"{_field(i, c)} AS {c}" for i, c in enumerate(COLUMNS))
 # pace of a few dozen rows per flush.
 # $1 the batch (JSON text), $2 its updated_at stamp, $3 the NOTIFY channel,
 # $4 the stamp as the listeners parse it (ISO 8601).
-_UPSERT = f"""
+_UPSERT = """
 WITH batch_rows AS (
-    SELECT {_FIELDS} FROM jsonb_array_elements(CAST($1 AS text)::jsonb) AS e
+    SELECT {fields} FROM jsonb_array_elements(CAST($1 AS text)::jsonb) AS e
 ),
 up AS (
-    INSERT INTO task_execution_logs AS t ({_COLS}, updated_at)
-    SELECT {_COLS}, $2::timestamptz FROM batch_rows
-    ON CONFLICT (task_id, attempt) DO UPDATE SET {coalesce_updates("t", "LEAST")}"""  # noqa: S608 - built from constants, no input
+    INSERT INTO task_execution_logs AS t ({cols}, updated_at)
+    SELECT {cols}, $2::timestamptz FROM batch_rows
+    ON CONFLICT ({key}) DO UPDATE SET {updates}"""
 _ROLLUPS = f"""
     RETURNING t.task_name, t.status, t.created_at, t.duration_ms, t.updated_at
 ),
@@ -85,12 +86,32 @@ rolled_up AS (
 # (exporter.events).
 _NOTIFY = "\nSELECT pg_notify($3::text, $4::text)"
 _NO_NOTIFY = "\nSELECT $3::text, $4::text"
-WRITE_AND_NOTIFY = _UPSERT + _ROLLUPS + _NOTIFY
-WRITE_ONLY = _UPSERT + _ROLLUPS + _NO_NOTIFY
-# A batch with no finished row (a sender's PENDING rows) can finish nothing, so it
-# skips the rollups: their statement-level triggers would still fire, empty.
-PENDING_AND_NOTIFY = _UPSERT + "\n)" + _NOTIFY
-PENDING_ONLY = _UPSERT + "\n)" + _NO_NOTIFY
+
+
+@dataclass(frozen=True, slots=True)
+class Statements:
+    """The writer's statements for one table layout: with and without the
+    rollups (a batch with no finished row, a sender's PENDING rows, can finish
+    nothing, and the rollups' statement-level triggers would still fire, empty),
+    with and without the NOTIFY."""
+
+    finishing: str
+    pending: str
+
+    @classmethod
+    def build(cls, *, partitioned: bool, notify: bool) -> Statements:
+        # A partitioned log's unique key holds its partition key, created_at: the
+        # sender's and the worker's rows of an attempt carry the same one.
+        key = "task_id, attempt, created_at" if partitioned else "task_id, attempt"
+        least = None if partitioned else "LEAST"
+        upsert = _UPSERT.format(
+            fields=_FIELDS, cols=_COLS, key=key, updates=coalesce_updates("t", least)
+        )
+        tail = _NOTIFY if notify else _NO_NOTIFY
+        return cls(finishing=upsert + _ROLLUPS + tail, pending=upsert + "\n)" + tail)
+
+
+_PARTITIONED = "SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass('task_execution_logs')"
 
 
 def encode_batch(rows: Sequence[LogRow]) -> str:
@@ -111,8 +132,8 @@ class PostgresRowStore:
 
     def __init__(self, engine: AsyncEngine, *, publish_events: bool = True) -> None:
         self.engine = engine
-        self.statement = WRITE_AND_NOTIFY if publish_events else WRITE_ONLY
-        self.pending_statement = PENDING_AND_NOTIFY if publish_events else PENDING_ONLY
+        self.publish_events = publish_events
+        self.statements = Statements.build(partitioned=False, notify=publish_events)
         self._conn: AsyncConnection | None = None
         self._driver: Any = None
 
@@ -125,13 +146,17 @@ class PostgresRowStore:
             await conn.close()
             raise
         self._conn, self._driver = conn, raw.driver_connection
+        # Read again on every new connection: a `db upgrade` that partitions the
+        # log while workers write fails their batch once, and the retry finds it.
+        partitioned = bool(await self._driver.fetchval(_PARTITIONED))
+        self.statements = Statements.build(partitioned=partitioned, notify=self.publish_events)
         return self._driver
 
     async def write(self, rows: Sequence[LogRow], now: datetime) -> list[TaskEvent]:
         batch = encode_batch(rows)
         finishes = not TERMINAL.isdisjoint(map(_status, rows))  # C loops, no generator
-        statement = self.statement if finishes else self.pending_statement
         driver = self._driver or await self._connect()
+        statement = self.statements.finishing if finishes else self.statements.pending
         try:
             await driver.fetchval(statement, batch, now, PG_CHANNEL, now.isoformat())
         except BaseException:

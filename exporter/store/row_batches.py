@@ -31,17 +31,19 @@ def status_sql(table: str) -> str:
     )
 
 
-def coalesce_updates(table: str, least: str) -> str:
-    """SET clause of the upsert shared by both dialects (``least`` is LEAST or MIN)."""
+def coalesce_updates(table: str, least: str | None) -> str:
+    """SET clause of the upsert shared by both dialects (``least`` is LEAST or MIN;
+    None where created_at is part of the conflict key, so both sides agree)."""
     sets = [f"status = {status_sql(table)}", "task_name = excluded.task_name"]
     sets.append(f"params = COALESCE({table}.params, excluded.params)")
     for col in COLUMNS[5:14]:
         sets.append(f"{col} = COALESCE(excluded.{col}, {table}.{col})")
-    # A finished row's minute is in the rollups already: its created_at stays.
-    sets.append(
-        f"created_at = CASE WHEN {table}.status IN {TERMINAL_SQL} THEN {table}.created_at "
-        f"ELSE {least}({table}.created_at, excluded.created_at) END"
-    )
+    if least is not None:
+        # A finished row's minute is in the rollups already: its created_at stays.
+        sets.append(
+            f"created_at = CASE WHEN {table}.status IN {TERMINAL_SQL} THEN {table}.created_at "
+            f"ELSE {least}({table}.created_at, excluded.created_at) END"
+        )
     # A late write that changes nothing of a finished row (a client's PENDING) keeps
     # its updated_at: replicas and `since` replays see one stamp per change.
     sets.append(

@@ -269,7 +269,7 @@ async def test_each_component_works_with_its_own_role(roles: Roles, unused_port:
 
             # Retention (as the service) deletes everything, rollup minutes too.
             future = datetime.now(UTC) + timedelta(minutes=2)
-            deleted = await retention.prune(engine, days=0, batch_rows=2, now=future)
+            deleted = (await retention.prune(engine, days=0, batch_rows=2, now=future)).rows
             assert deleted == 5
             assert (await fetch(service, hourly))[0]["n"] is None
         finally:

@@ -10,8 +10,10 @@ import asyncpg
 from exporter.rows import COMPLETED_AT, DURATION_MS, PENDING, STATUS, log_row
 from exporter.store.migrate import downgrade, upgrade
 from exporter.store.pg_admin import asyncpg_dsn
-from exporter.store.pg_writer import WRITE_ONLY, encode_batch
+from exporter.store.pg_writer import Statements, encode_batch
 from tests.integration.test_store_hourly import hourly_vs_minutes
+
+PARTITIONED = "SELECT relkind = 'p' FROM pg_class WHERE oid = 'task_execution_logs'::regclass"
 
 T0 = 1_772_359_200.0  # 2026-03-01 10:00 UTC
 FUNCTION = "task_execution_rollups_to_hourly"
@@ -47,7 +49,9 @@ async def _write(conn: asyncpg.Connection, batch: str, stamp: datetime) -> int:
     """The writer's statement, in a transaction; the trigger function's calls by it."""
     async with conn.transaction():
         before = await _calls(conn)
-        await conn.fetchval(WRITE_ONLY, batch, stamp, "unused", stamp.isoformat())
+        # The statement the writer would pick for the schema at this revision.
+        layout = Statements.build(partitioned=await conn.fetchval(PARTITIONED), notify=False)
+        await conn.fetchval(layout.finishing, batch, stamp, "unused", stamp.isoformat())
         return await _calls(conn) - before
 
 

@@ -130,7 +130,7 @@ async def test_retention_deletes_old_rows_and_rollups_in_batches(store_url: str)
                 {"bucket_start": NOW - timedelta(days=1), "task_name": "m:task",
                  "status": "success", "count": 10, "duration_ms_sum": 1.0},
             ])  # fmt: skip
-        deleted = await retention.prune(engine, days=30, batch_rows=4, now=NOW)
+        deleted = (await retention.prune(engine, days=30, batch_rows=4, now=NOW)).rows
         assert deleted == 15
         async with engine.connect() as conn:
             left = (await conn.execute(select(func.count(LOG.id)))).scalar_one()

@@ -12,7 +12,9 @@ from exporter.rows import COMPLETED_AT, DURATION_MS, PENDING, STATUS, log_row
 from exporter.store.engine import make_engine
 from exporter.store.models import TaskExecutionLog, TaskExecutionRollup
 from exporter.store.pg_admin import asyncpg_dsn
-from exporter.store.pg_writer import WRITE_AND_NOTIFY, PostgresRowStore, encode_batch
+from exporter.store.pg_writer import PostgresRowStore, Statements, encode_batch
+
+WRITE_AND_NOTIFY = Statements.build(partitioned=True, notify=True).finishing
 
 
 async def test_a_late_pending_row_racing_the_finished_one_is_counted_once(pg_store: str) -> None:

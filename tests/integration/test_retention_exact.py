@@ -206,7 +206,7 @@ async def test_retention_mid_minute_keeps_every_count_exact(store_url: str) -> N
 
     engine = make_engine(store_url)
     try:
-        deleted = await retention.prune(engine, days=DAYS, batch_rows=7, now=NOW)
+        deleted = (await retention.prune(engine, days=DAYS, batch_rows=7, now=NOW)).rows
     finally:
         await engine.dispose()
 
@@ -225,7 +225,7 @@ async def test_retention_mid_minute_keeps_every_count_exact(store_url: str) -> N
     engine = make_engine(store_url)
     try:
         await retention.prune(engine, days=DAYS, batch_rows=5, now=later)
-        assert await retention.prune(engine, days=DAYS, batch_rows=5, now=later) == 0
+        assert (await retention.prune(engine, days=DAYS, batch_rows=5, now=later)).rows == 0
     finally:
         await engine.dispose()
     boundary = datetime(2026, 3, 1, 10, 49, tzinfo=UTC)
