@@ -29,6 +29,11 @@ TASKS_BY_STATUS = "taskiq_tasks_by_status"
 OLDEST_PENDING_AGE = "taskiq_oldest_pending_task_age_seconds"
 STORE_UP = "taskiq_exporter_store_up"
 BUILD_INFO = "taskiq_exporter_build_info"
+# The read replica (TASKIQ_EXPORTER_READ_DATABASE_URL), exposed only when one is set.
+REPLICA_UP = "taskiq_exporter_replica_up"
+REPLICA_LAG = "taskiq_exporter_replica_lag_seconds"
+STORE_READS = "taskiq_exporter_store_reads"  # the API's reads, by the database that answered
+LABEL_DATABASE = "database"  # "primary" or "replica"
 # 1 while /metrics falls back to prometheus_client's merge (metrics.prometheus_compat).
 PROMETHEUS_CLIENT_FALLBACK = "taskiq_exporter_prometheus_client_fallback"
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from prometheus_client.registry import CollectorRegistry
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -21,6 +22,7 @@ from exporter.service.errors import exception_handlers
 from exporter.service.headers import SecurityHeadersMiddleware
 from exporter.service.hosts import HostCheckMiddleware, trusted_hosts
 from exporter.service.listener import PgListener
+from exporter.service.reads import Reads
 from exporter.service.routes import routes
 from exporter.service.state import ServiceState
 from exporter.service.store_check import StoreCheck
@@ -28,6 +30,7 @@ from exporter.settings import GENERATE_HINT, MIN_TOKEN_LENGTH, ExporterSettings
 from exporter.store.engine import make_engine
 
 logger = logging.getLogger(__name__)
+REPLICA_CONNECT_TIMEOUT_SECONDS = 3.0
 
 
 def lifespan_of(app: Starlette) -> contextlib.AbstractAsyncContextManager[Any]:
@@ -51,6 +54,17 @@ async def _maintain(store: StoreCheck, engine: AsyncEngine, settings: ExporterSe
     # The jobs would fail on every run against a database without the schema.
     await store.wait_ready()
     await run_maintenance(engine, settings)
+
+
+def _reads(primary: AsyncEngine, replica_url: str | None) -> Reads:
+    if replica_url is None:
+        return Reads(primary)
+    shown = make_url(replica_url).render_as_string(hide_password=True)
+    logger.info("taskiq-exporter: the API reads from the replica %s", shown)
+    # A short connect timeout: a replica that does not answer costs a read this long
+    # before it falls back to the primary (once: it is then marked down).
+    connect_args = {"timeout": REPLICA_CONNECT_TIMEOUT_SECONDS}
+    return Reads(primary, make_engine(replica_url, create=False, connect_args=connect_args))
 
 
 def _warn_about_tokens(settings: ExporterSettings) -> None:
@@ -89,16 +103,19 @@ def create_app(
         engine = make_engine(settings.database_url, create=False)
         store = StoreCheck(engine, settings.database_url)
         await store.start()
+        reads = _reads(engine, settings.read_database_url)
         reg = registry
         if reg is None:
             directory = configured_dir(settings.multiproc_dir)
             reg = multiprocess_registry(directory) if directory else CollectorRegistry()
         events = hub or EventHub()
         app.state.exporter = ServiceState(
-            settings=settings, engine=engine, registry=reg, store=store, hub=events
+            settings=settings, engine=engine, registry=reg, store=store, reads=reads, hub=events
         )
         background: list[asyncio.Task[None]] = []
-        if settings.maintenance:
+        if reads.replica is not None:
+            background.append(asyncio.create_task(reads.watch(), name="taskiq-exporter-replica"))
+        if settings.maintenance:  # on the primary: the reaper and retention write
             background.append(
                 asyncio.create_task(
                     _maintain(store, engine, settings), name="taskiq-exporter-maintenance"
@@ -106,6 +123,8 @@ def create_app(
             )
         listener: asyncio.Task[None] | None = None
         if settings.is_postgres:
+            # On the primary: a replica cannot LISTEN, and the rows a NOTIFY names may
+            # not have replayed there yet.
             pg = PgListener(settings.database_url, events, engine=engine)
             app.state.listener = pg
             listener = asyncio.create_task(pg.run(), name="taskiq-exporter-listener")
@@ -121,6 +140,8 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await listener
             await engine.dispose()
+            if reads.replica is not None:
+                await reads.replica.dispose()
 
     def secret(value: object) -> str | None:
         # A plain string (set through model_copy) is a token too: never None by mistake.

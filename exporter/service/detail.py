@@ -32,12 +32,13 @@ def _log_id(raw: str) -> int:
 async def log_detail(request: Request) -> Response:
     """GET /api/v1/monitoring/history/{id}"""
     log_id = _log_id(request.path_params["id"])
-    async with get_state(request).engine.connect() as conn:
-        row = await queries.log_by_id(conn, log_id=log_id)
+    reads = get_state(request).reads
+    row, source = await reads.run(lambda conn: queries.log_by_id(conn, log_id=log_id))
     if row is None:
         raise NotFound(f"no execution log with id {log_id}")
     body = TaskExecutionLogDetail.model_validate(row._mapping)
-    return Response(body.model_dump_json(), media_type="application/json")
+    headers = reads.headers(source)
+    return Response(body.model_dump_json(), media_type="application/json", headers=headers)
 
 
 async def task_attempts(request: Request) -> Response:
@@ -47,11 +48,12 @@ async def task_attempts(request: Request) -> Response:
         raise BadRequest(
             f"invalid path parameter 'task_id': must be 1 to {TASK_NAME_MAX} characters"
         )
-    async with get_state(request).engine.connect() as conn:
-        rows = await queries.logs_by_task_id(conn, task_id=task_id)
+    reads = get_state(request).reads
+    rows, source = await reads.run(lambda conn: queries.logs_by_task_id(conn, task_id=task_id))
     if not rows:
         raise NotFound(f"no execution log for task_id {task_id[:80]!r}")
     body = TaskAttemptsResponse(
         task_id=task_id, attempts=[TaskExecutionLogDetail.model_validate(r._mapping) for r in rows]
     )
-    return Response(body.model_dump_json(), media_type="application/json")
+    headers = reads.headers(source)
+    return Response(body.model_dump_json(), media_type="application/json", headers=headers)

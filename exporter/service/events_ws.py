@@ -52,6 +52,9 @@ TRY_AGAIN_LATER = 1013
 MESSAGE_TOO_BIG = 1009
 REFUSED_TOTAL = "max_connections"
 REFUSED_PER_CLIENT = "max_connections_per_client"
+# How long a since= replay waits for the read replica to catch up before it reads
+# the primary instead.
+REPLICA_CATCH_UP_SECONDS = 2.0
 
 
 async def _refuse(websocket: WebSocket, message: str, status: int = 400) -> None:
@@ -104,11 +107,15 @@ async def _replay(
         await websocket.send_json(clamped | {"requested": since.isoformat()})
         since = horizon
     status = query.status.value if query.status else None
+    # The stream subscribed before this: the replay must show every row committed
+    # before then, which a replica does only once it has replayed that far.
+    caught_up = await state.reads.replica_has_caught_up(seconds=REPLICA_CATCH_UP_SECONDS)
     replay = Replay(
-        state.engine,
+        state.reads,
         since=since,
         log_filter=LogFilter(task_name=query.task_name, status=status),
         limit=settings.events_max_replay_rows,
+        replica=caught_up,
     )
     replayed: dict[tuple[str, int], datetime] = {}
     async for event in replay.events():

@@ -1,16 +1,19 @@
-"""GET /healthz (the process answers) and GET /readyz (database reachable, schema at head)."""
+"""GET /healthz (the process answers) and GET /readyz (database reachable, schema at
+head; with a read replica, its state and lag too, which do not decide readiness: reads
+fall back to the primary)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.requests import Request
 from starlette.responses import Response
 
 from exporter import __version__
 from exporter.service.params import NoQuery, parse_query
-from exporter.service.schemas import HealthResponse, ReadinessResponse
+from exporter.service.schemas import HealthResponse, ReadinessResponse, ReplicaReadiness
 from exporter.service.state import get_state
 from exporter.service.store_check import revisions, upgrade_hint
 from exporter.store import migrate
@@ -20,7 +23,20 @@ READY_TIMEOUT_SECONDS = 3.0
 
 
 def _json(model: HealthResponse | ReadinessResponse, status: int = 200) -> Response:
-    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+    # Without a replica, /readyz answers as it always did: no replica fields.
+    unset = {"reads_from", "replica"} if isinstance(model, ReadinessResponse) else set()
+    body = model.model_dump_json(exclude={k for k in unset if getattr(model, k) is None})
+    return Response(body, status_code=status, media_type="application/json")
+
+
+async def _primary_revision(engine: AsyncEngine) -> tuple[bool, str | None]:
+    """Whether the primary answered, and its schema revision."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            return True, await migrate.current_revision(engine)
+    except Exception as exc:  # any failure means "not ready", with the reason in the log
+        logger.warning("readiness: database unreachable: %s", exc)
+        return False, None
 
 
 async def healthz(request: Request) -> Response:
@@ -31,7 +47,6 @@ async def healthz(request: Request) -> Response:
 async def readyz(request: Request) -> Response:
     parse_query(NoQuery, request.query_params)
     state = get_state(request)
-    engine = state.engine
     missing = state.store.missing_file()
     if missing is not None:  # nothing to connect to: no warning on every probe
         body = ReadinessResponse(
@@ -42,14 +57,9 @@ async def readyz(request: Request) -> Response:
             head_revision=revisions()[0],
         )
         return _json(body, 503)
-    current: str | None = None
-    reachable = False
-    try:
-        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
-            current = await migrate.current_revision(engine)
-        reachable = True
-    except Exception as exc:  # any failure means "not ready", with the reason in the log
-        logger.warning("readiness: database unreachable: %s", exc)
+    (reachable, current), replica = await asyncio.gather(
+        _primary_revision(state.engine), state.reads.check()
+    )
     try:
         head = revisions()[0]
     except Exception as exc:
@@ -72,4 +82,7 @@ async def readyz(request: Request) -> Response:
         current_revision=current,
         head_revision=head,
     )
+    if replica is not None:
+        body.reads_from = "replica" if state.reads.replica_up else "primary"
+        body.replica = ReplicaReadiness.model_validate(replica)
     return _json(body, 200 if ready else 503)

@@ -89,24 +89,27 @@ async def _page_rows(
     return await queries.history_rows(conn, where=where, limit=limit, offset=offset - seen)
 
 
-async def history(request: Request) -> Response:
-    query = parse_query(HistoryQuery, request.query_params)
+async def _page(conn: AsyncConnection, query: HistoryQuery) -> tuple[int, Sequence[AnyRow]]:
+    """The total and the page's rows (one more than asked: is there a next page?)."""
     log_filter = filter_of(query)
     size = query.page_size
-    async with queries.snapshot(get_state(request).engine) as conn:
-        offset = ((query.page or 1) - 1) * size
-        walk = query.cursor is None and offset > DIRECT_OFFSET
-        buckets, total, live = await _buckets(conn, log_filter, grouped=walk)
-        if query.cursor is not None:
-            stamp, row_id = decode_cursor(query.cursor)
-            where = and_(log_filter.where(), queries.newer_than_cursor(stamp, row_id))
-            rows: Sequence[AnyRow] = await queries.history_rows(conn, where=where, limit=size + 1)
-        else:
-            rows = []
-            if offset < total:
-                rows = await _page_rows(
-                    conn, log_filter, buckets, live, offset=offset, limit=size + 1
-                )
+    offset = ((query.page or 1) - 1) * size
+    walk = query.cursor is None and offset > DIRECT_OFFSET
+    buckets, total, live = await _buckets(conn, log_filter, grouped=walk)
+    if query.cursor is not None:
+        stamp, row_id = decode_cursor(query.cursor)
+        where = and_(log_filter.where(), queries.newer_than_cursor(stamp, row_id))
+        return total, await queries.history_rows(conn, where=where, limit=size + 1)
+    if offset >= total:
+        return total, []
+    return total, await _page_rows(conn, log_filter, buckets, live, offset=offset, limit=size + 1)
+
+
+async def history(request: Request) -> Response:
+    query = parse_query(HistoryQuery, request.query_params)
+    size = query.page_size
+    reads = get_state(request).reads
+    (total, rows), source = await reads.run(lambda conn: _page(conn, query), snapshot=True)
     items = [TaskExecutionLogResponse.model_validate(r._mapping) for r in rows[:size]]
     last = items[-1] if len(rows) > size and items else None
     body = TaskHistoryResponse(
@@ -117,4 +120,6 @@ async def history(request: Request) -> Response:
         next_cursor=encode_cursor(last.created_at, last.id) if last else None,
         items=items,
     )
-    return Response(body.model_dump_json(), media_type="application/json")
+    return Response(
+        body.model_dump_json(), media_type="application/json", headers=reads.headers(source)
+    )

@@ -25,6 +25,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from exporter.events import PG_CHANNEL, EventHub, TaskEvent, events_from_row, rank
+from exporter.service.reads import Reads
 from exporter.service.replay import Replay, rows_at
 from exporter.store.pg_admin import asyncpg_dsn
 from exporter.store.queries import AnyRow, LogFilter
@@ -82,6 +83,8 @@ class PgListener:
         self.dsn = asyncpg_dsn(url)
         self.hub = hub
         self.engine = engine
+        # The primary only: the rows a NOTIFY names may not be on a replica yet.
+        self.reads = Reads(engine)
         self.check_interval = check_interval
         self.backoff_max = backoff_max
         self.connected = asyncio.Event()
@@ -117,7 +120,10 @@ class PgListener:
         if not self.hub.subscribers:
             return  # nobody to tell (see _read)
         replay = Replay(
-            self.engine, since=since - GAP_OVERLAP, log_filter=LogFilter(), limit=GAP_REPLAY_LIMIT
+            self.reads,
+            since=since - GAP_OVERLAP,
+            log_filter=LogFilter(),
+            limit=GAP_REPLAY_LIMIT,
         )
         rows = [row async for row in replay.rows()]
         if rows:

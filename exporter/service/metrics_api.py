@@ -12,9 +12,10 @@ are read from the log, the window's failed rows alone.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -22,7 +23,6 @@ from exporter.rows import TaskStatus
 from exporter.service.params import MetricsQuery, parse_query
 from exporter.service.schemas import MetricsTotals, MonitoringMetricsResponse, TaskMetrics
 from exporter.service.state import get_state
-from exporter.store import queries
 from exporter.store.counts import retried_attempts, task_totals
 from exporter.store.models import utcnow
 
@@ -77,16 +77,26 @@ def overall(totals: Totals, metrics: list[TaskMetrics]) -> MetricsTotals:
     return MetricsTotals(**_fields(count, success_ms, tasks_failed))
 
 
+async def _window(
+    conn: AsyncConnection, *, lo: datetime, hi: datetime
+) -> tuple[Totals, Mapping[str, int]]:
+    """The window's totals per (task_name, status), and its failed attempts that
+    were retried per task name."""
+    totals = await task_totals(conn, lo=lo, hi=hi)
+    failing = sorted(
+        {name for (name, status), (n, _) in totals.items() if status == "failed" and n}
+    )
+    return totals, await retried_attempts(conn, lo=lo, hi=hi, task_names=failing)
+
+
 async def monitoring_metrics(request: Request) -> Response:
     query = parse_query(MetricsQuery, request.query_params)
     now = utcnow()
     lo = now - timedelta(hours=query.time_window)
-    async with queries.snapshot(get_state(request).engine) as conn:
-        totals = await task_totals(conn, lo=lo, hi=now)
-        failing = sorted(
-            {name for (name, status), (n, _) in totals.items() if status == "failed" and n}
-        )
-        retried = await retried_attempts(conn, lo=lo, hi=now, task_names=failing)
+    reads = get_state(request).reads
+    (totals, retried), source = await reads.run(
+        lambda conn: _window(conn, lo=lo, hi=now), snapshot=True
+    )
     metrics = task_metrics(totals, retried)
     body = MonitoringMetricsResponse(
         time_window_hours=query.time_window,
@@ -94,4 +104,5 @@ async def monitoring_metrics(request: Request) -> Response:
         overall=overall(totals, metrics),
         metrics=metrics,
     )
-    return Response(body.model_dump_json(), media_type="application/json")
+    headers = reads.headers(source)
+    return Response(body.model_dump_json(), media_type="application/json", headers=headers)

@@ -1,6 +1,7 @@
 """GET /metrics: every worker process of the host in one scrape, plus the service's
 own series: the gauges derived from the store (exporter.service.store_gauges), the
-live-event streams' (exporter.service.events_ws) and ``taskiq_exporter_build_info``."""
+live-event streams' (exporter.service.events_ws), the read replica's when one is set
+(exporter.service.replica) and ``taskiq_exporter_build_info``."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from exporter import __version__
 from exporter.metrics.multiprocess import exposition
 from exporter.metrics.names import BUILD_INFO
 from exporter.service.events_ws import event_families
+from exporter.service.replica import replica_families
 from exporter.service.state import get_state
 from exporter.service.store_gauges import families, store_families
 from exporter.store.models import utcnow
@@ -41,6 +43,9 @@ async def metrics(request: Request) -> Response:
     else:  # said at start-up already: the store is down, without a warning per scrape
         store = families(None, utcnow())
     extra = [build_info(), *store, *event_families(state.hub)]
+    replica = await state.reads.check()
+    if replica is not None:
+        extra += replica_families(replica, state.reads.counts)
     om = "application/openmetrics-text" in request.headers.get("accept", "")
     # In a thread: merging the workers' files must not stall the WebSocket streams.
     body = await asyncio.to_thread(exposition, state.registry, extra, openmetrics_format=om)

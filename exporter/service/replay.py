@@ -4,13 +4,15 @@ in bounded pages (:class:`Replay`)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
 from sqlalchemy import or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from exporter.events import TaskEvent
+from exporter.service.reads import Reads
 from exporter.store import queries
 from exporter.store.queries import LOG, AnyRow, LogFilter
 
@@ -89,12 +91,23 @@ class Replay:
 
     When rows were left, :attr:`resume_from` is the updated_at of the first of them:
     a replay from there continues exactly where this one stopped.
+
+    The pages come through ``reads``: from the read replica when ``replica`` is
+    True and it answers, else from the primary (a page after a failed one included:
+    the primary holds whatever the replica had).
     """
 
     def __init__(
-        self, engine: AsyncEngine, *, since: datetime, log_filter: LogFilter, limit: int
+        self,
+        reads: Reads,
+        *,
+        since: datetime,
+        log_filter: LogFilter,
+        limit: int,
+        replica: bool = False,
     ) -> None:
-        self.engine = engine
+        self.reads = reads
+        self.replica = replica
         self.since = since
         self.log_filter = log_filter
         self.limit = limit
@@ -107,10 +120,10 @@ class Replay:
         while True:
             # One row past the limit tells whether its batch goes on, or where to resume.
             want = min(PAGE, self.limit - sent + 1) if sent < self.limit else PAGE
-            async with self.engine.connect() as conn:
-                rows = await changed_page(
-                    conn, since=self.since, after=after, log_filter=self.log_filter, limit=want
-                )
+            page = functools.partial(
+                changed_page, since=self.since, after=after, log_filter=self.log_filter, limit=want
+            )
+            rows, _ = await self.reads.run(page, replica=self.replica)
             for row in rows:
                 if sent >= self.limit and row.updated_at != last:
                     self.resume_from = row.updated_at

@@ -134,12 +134,35 @@ class HealthResponse(_Out):
     version: str = Field(description="The taskiq-exporter version serving this")
 
 
+class ReplicaReadiness(_Out):
+    """The read replica (TASKIQ_EXPORTER_READ_DATABASE_URL): whether it answers and
+    how far behind the primary it is. It does not decide readiness: while it is down,
+    the API reads from the primary."""
+
+    reachable: bool = Field(description="The replica answered")
+    caught_up: bool | None = Field(
+        description="It had replayed all the WAL the primary had written when checked; "
+        "null when not measured"
+    )
+    lag_seconds: float | None = Field(
+        description="Upper bound on how long ago the oldest commit it does not show yet was "
+        "made on the primary: 0 when caught up; null when not measured"
+    )
+    detail: str = Field(description="caught up, how far behind, or why it does not answer")
+
+
 class ReadinessResponse(_Out):
     status: Literal["ready", "not ready"]
-    database: bool = Field(description="The database answered")
+    database: bool = Field(description="The database (the primary) answered")
     migrations: str = Field(description="at head, or what is wrong")
     current_revision: str | None
     head_revision: str | None
+    reads_from: Literal["primary", "replica"] | None = Field(
+        None, description="Where the API's reads go now; only with a read replica configured"
+    )
+    replica: ReplicaReadiness | None = Field(
+        None, description="The read replica; only with one configured"
+    )
 
 
 class TaskEventData(_Out):

@@ -13,7 +13,8 @@ from exporter.events import EventHub
 from exporter.service.errors import ServiceUnavailable
 from exporter.settings import ExporterSettings
 
-if TYPE_CHECKING:  # store_check reads the state through get_state
+if TYPE_CHECKING:  # both import this module (store_check for get_state, reads through it)
+    from exporter.service.reads import Reads
     from exporter.service.store_check import StoreCheck
 
 NOT_STARTED = (
@@ -25,9 +26,10 @@ NOT_STARTED = (
 @dataclass
 class ServiceState:
     settings: ExporterSettings
-    engine: AsyncEngine
+    engine: AsyncEngine  # the primary: writes, LISTEN/NOTIFY, maintenance, the store checks
     registry: CollectorRegistry
     store: StoreCheck
+    reads: Reads  # the API's reads: the replica when one is set (exporter.service.reads)
     hub: EventHub = field(default_factory=EventHub)
 
 

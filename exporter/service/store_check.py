@@ -5,6 +5,10 @@ answer 503 with the same message and check again at most every few seconds, so
 that a ``taskiq-exporter db upgrade`` run meanwhile takes effect without a restart.
 Once ready, it is not checked again: a database that goes away later is an
 outage, which the routes meet on their own.
+
+The check reads the primary only: migrations run there, and a streaming replica
+has the same schema once it has replayed them (a read that meets the old schema on
+a lagging replica falls back to the primary: exporter.service.reads).
 """
 
 from __future__ import annotations

@@ -45,6 +45,9 @@ def families(
 
 
 async def store_families(engine: AsyncEngine) -> list[Metric]:
+    """The gauges, read from ``engine``: the primary, even with a read replica. The
+    alerts on them must not lag, and store_up says whether the database the workers
+    write to answers (the replica has its own series)."""
     try:
         async with asyncio.timeout(QUERY_TIMEOUT_SECONDS), engine.connect() as conn:
             summary = await queries.active_summary(conn)

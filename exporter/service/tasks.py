@@ -13,7 +13,8 @@ from exporter.store import queries
 
 async def task_names(request: Request) -> Response:
     parse_query(NoQuery, request.query_params)
-    async with get_state(request).engine.connect() as conn:
-        names = await queries.task_names(conn)
+    reads = get_state(request).reads
+    names, source = await reads.run(queries.task_names)
     body = TaskNamesResponse(task_names=names)
-    return Response(body.model_dump_json(), media_type="application/json")
+    headers = reads.headers(source)
+    return Response(body.model_dump_json(), media_type="application/json", headers=headers)
