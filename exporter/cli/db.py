@@ -112,7 +112,8 @@ async def _run(args: argparse.Namespace, settings: ExporterSettings) -> int:
             )
             for dropped in pruned.dropped:
                 print(f"dropped {dropped.describe()}")
-            print(f"{pruned.rows} rows deleted; nothing created before {pruned.before:%F %H:%M} is kept")
+            kept = f"{pruned.before:%F %H:%M}"
+            print(f"{pruned.rows} rows deleted; nothing created before {kept} is kept")
     finally:
         await engine.dispose()
     return 0

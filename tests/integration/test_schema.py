@@ -45,9 +45,7 @@ def _diff(conn: Connection) -> list[object]:
     ctx = MigrationContext.configure(conn, opts=opts)
     diff = list(compare_metadata(ctx, Base.metadata))
     if conn.dialect.name == "postgresql":
-        swapped = [
-            e for e in diff if _is_the_key(e, PARTITIONED_KEY) or _is_the_key(e, SQLITE_KEY)
-        ]
+        swapped = [e for e in diff if _is_the_key(e, PARTITIONED_KEY) or _is_the_key(e, SQLITE_KEY)]
         assert [e[0] for e in swapped] == ["remove_constraint", "add_constraint"]  # type: ignore[index]
         diff = [e for e in diff if e not in swapped]
     return diff
