@@ -17,6 +17,7 @@ from exporter.middleware.labels import (
     RETRIES_LABEL,
     SENT_AT_LABEL,
     attempt_key,
+    attempt_of,
     sent_at,
 )
 from exporter.middleware.runtime import Runtime
@@ -45,6 +46,9 @@ from exporter.rows import (
 from exporter.settings import ExporterSettings
 
 logger = logging.getLogger(__name__)
+# Re-kicked attempts remembered until their post_execute; a process that only sends
+# retries (a client re-kicking by hand) would otherwise keep every one.
+MAX_REKICKS_HELD = 10_000
 
 # What pre_execute leaves for post_execute, by id(message): the attempt's row as
 # it will be stored (RUNNING for now) and the bookkeeping to finish it, in a small
@@ -108,6 +112,10 @@ class MonitoringMiddleware(TaskiqMiddleware):
         # dict, so after on_error the labels already name the next attempt.
         self._active: dict[int, _Attempt] = {}
         self._errors: dict[int, tuple[str, str]] = {}
+        # (task_id, attempt) of attempts a retry middleware re-kicked in this
+        # process, until their post_execute counts the retry (bounded: a sender
+        # that kicks retries it never runs leaves entries behind).
+        self._rekicked: dict[tuple[str, int], bool] = {}
         self._host = worker_host()  # with its pid namespace: exporter.processes
         self._pid = os.getpid()
         # Wall-clock time is perf_counter() plus this offset: one clock call per hook
@@ -130,6 +138,12 @@ class MonitoringMiddleware(TaskiqMiddleware):
     # to the metrics (docs/design.md says why). They are coroutines on purpose:
     # taskiq's maybe_awaitable() checks a plain return value against the
     # Awaitable ABC, which costs more than awaiting.
+
+    def _note_rekick(self, task_id: str, retries: Any) -> None:
+        """The attempt before the one being sent was retried."""
+        if len(self._rekicked) >= MAX_REKICKS_HELD:
+            del self._rekicked[next(iter(self._rekicked))]  # the oldest
+        self._rekicked[(task_id, attempt_of(retries) - 1)] = True
 
     def _encode_params(self, message: TaskiqMessage) -> str:
         args, kwargs = message.args, message.kwargs
@@ -164,11 +178,13 @@ class MonitoringMiddleware(TaskiqMiddleware):
             name = message.task_name
             tally = self._tallies.get(name) or self._tally(name)
             tally.sent += 1
-            if not self._record_pending:
-                return
             labels = message.labels
             task_id = message.task_id
             retries = labels.get(RETRIES_LABEL)
+            if retries is not None:
+                self._note_rekick(task_id, retries)
+            if not self._record_pending:
+                return
             # A first attempt's key is its task id (most tasks: no call).
             attempt, key = (1, task_id) if retries is None else attempt_key(task_id, retries)
             sent = sent_at(labels.get(SENT_AT_LABEL)) or time()
@@ -317,9 +333,22 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 tally.failed += 1
                 tally.failed_durations.append(duration)
                 error_text, traceback_text = error[0], error[1] or None
-                # Retry middlewares replace the error with NoResultError on the
-                # attempt they re-kick (taskiq's SimpleRetry and SmartRetry).
-                if isinstance(result.error, NoResultError):
+                # A retry middleware re-kicked this attempt: it sent the next one
+                # from its on_error (post_send noted it), and by default also
+                # replaced the error with NoResultError (taskiq's SimpleRetry and
+                # SmartRetry; not with no_result_on_retry=False).
+                if self._rekicked:
+                    # The labels may name the next attempt already (the retry
+                    # middleware updates them in place): pre_execute's row knows.
+                    number = (
+                        started[_ROW][ATTEMPT]
+                        if started is not None
+                        else attempt_of(message.labels.get(RETRIES_LABEL))
+                    )
+                    rekicked = self._rekicked.pop((task_id, number), False)
+                else:
+                    rekicked = False
+                if rekicked or isinstance(result.error, NoResultError):
                     tally.retries += 1
             rows = self._rows
             if started is None:

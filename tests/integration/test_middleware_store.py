@@ -7,11 +7,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 from taskiq import Context, InMemoryBroker, TaskiqDepends
+from taskiq.middlewares import SimpleRetryMiddleware, SmartRetryMiddleware
 
 from exporter import MonitoringMiddleware
 from exporter.store.engine import make_engine
 from exporter.store.models import TaskExecutionLog, TaskExecutionRollup
-from tests.helpers.middleware import monitored_broker, sample
+from tests.helpers.middleware import FAST, monitored_broker, sample
 from tests.helpers.waiting import eventually
 
 CONTEXT: Any = TaskiqDepends()  # the running task's context, taskiq's dependency
@@ -139,6 +140,46 @@ async def test_each_retried_attempt_is_its_own_failed_row(store_url: str) -> Non
     assert sample(mw, "taskiq_tasks_started_total", **labels) == 3
     assert sample(mw, "taskiq_tasks_completed_total", status="failed", **labels) == 3
     assert (await rollups(store_url))[("t:flaky", "failed")][0] == 3
+
+
+@pytest.mark.parametrize(
+    "retry_middleware",
+    [
+        SimpleRetryMiddleware(default_retry_count=3, no_result_on_retry=False),
+        SmartRetryMiddleware(default_retry_count=3, no_result_on_retry=False, default_delay=0),
+    ],
+    ids=["simple", "smart"],
+)
+async def test_a_retry_counts_when_the_retry_middleware_keeps_the_error(
+    sqlite_url: str, retry_middleware: Any
+) -> None:
+    """With no_result_on_retry=False the re-kicked attempt's result keeps its error:
+    the retry still counts, so final failures = failed - retries holds."""
+    mw = MonitoringMiddleware(database_url=sqlite_url, **FAST)
+    broker = InMemoryBroker(await_inplace=True).with_middlewares(retry_middleware, mw)
+    calls = {"flaky": 0}
+
+    @broker.task(task_name="t:twice", retry_on_error=True, max_retries=3)
+    async def twice() -> None:
+        calls["flaky"] += 1
+        if calls["flaky"] <= 2:
+            raise ConnectionError("not yet")
+
+    @broker.task(task_name="t:never", retry_on_error=True, max_retries=3)
+    async def never() -> None:
+        raise ConnectionError("still down")
+
+    await broker.startup()
+    await twice.kiq()
+    await never.kiq()
+    await broker.shutdown()
+    for name, failed, retried, succeeded in (("t:twice", 2, 2, 1), ("t:never", 3, 2, 0)):
+        labels = {"task_name": name}
+        assert sample(mw, "taskiq_tasks_completed_total", status="failed", **labels) == failed
+        assert sample(mw, "taskiq_task_retries_total", **labels) == retried
+        if succeeded:
+            assert sample(mw, "taskiq_tasks_completed_total", status="success", **labels) == 1
+    assert mw._rekicked == {}  # every re-kick was counted by its attempt
 
 
 async def test_base_exceptions_and_bad_arguments_never_fail_a_task(store_url: str) -> None:
