@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboards import exporter_health
+from dashboards import exporter_health, slo
 from dashboards import promql as q
 from dashboards import recording as rec
 from dashboards.common import OVERVIEW_UID, Board, dashboard, task_detail_link
@@ -198,6 +198,7 @@ def build(cfg: Config) -> Board:
         ("Health", _health(cfg)),
         ("Throughput", _throughput()),
         ("Success and failure", _ratios(cfg)),
+        ("Error budgets (SLO file)", slo.overview_cells()),
         (
             "Latency",
             [Cell(panel) for panel in latency_panels(cfg)],

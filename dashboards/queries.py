@@ -14,6 +14,8 @@ from dashboards.lint import Problem, lint, panels
 from dashboards.normalize import normalize
 from dashboards.recording import recorded_names
 from dashboards.render import boards
+from exporter.slo.recording import recorded_names as slo_recorded_names
+from exporter.slo.windows import DEFAULT_PROFILE
 
 ALERTS = "ALERTS"
 
@@ -116,14 +118,19 @@ def substitute(
     return expr
 
 
+def _recorded(cfg: Config) -> frozenset[str]:
+    """The shipped rules' records and those of any SLO file's rules."""
+    return recorded_names(cfg) | slo_recorded_names(DEFAULT_PROFILE)
+
+
 def known_metrics(cfg: Config = DEFAULT) -> frozenset[str]:
-    return promql.exposed_names() | recorded_names(cfg) | {ALERTS}
+    return promql.exposed_names() | _recorded(cfg) | {ALERTS}
 
 
 def task_metrics(cfg: Config = DEFAULT) -> frozenset[str]:
     """Sample names that carry task_name, so every selector of them must filter by it."""
     raw = {s for s in promql.exposed_names() if promql.base_name(s) in promql.TASK_METRICS}
-    return frozenset(raw | {r for r in recorded_names(cfg) if r.startswith("task_name")})
+    return frozenset(raw | {r for r in _recorded(cfg) if r.startswith("task_name")})
 
 
 def lint_all(cfg: Config = DEFAULT) -> list[Problem]:

@@ -9,6 +9,8 @@ from dashboards import recording as rec
 from dashboards.config import Config, FailureRateAlert, LatencyAlert, TaskThreshold, seconds
 from dashboards.promql import regex_escape
 from exporter.metrics import names as n
+from exporter.slo.model import HISTOGRAM, Kind
+from exporter.slo.recording import OBJECTIVE, SLO
 
 Rule = dict[str, Any]
 
@@ -42,6 +44,13 @@ def above(series: str, threshold: TaskThreshold) -> str:
     return "(\n  " + "\nor\n  ".join(branches) + "\n)"
 
 
+def _without_slo(expr: str, kind: Kind) -> str:
+    """``expr`` for the tasks no SLO file gives a ``kind`` objective: theirs is
+    watched by the burn-rate alerts of ``taskiq-slo.rules.yml`` (without that
+    file the objective series does not exist and every task is kept)."""
+    return f'{expr}\nunless on (job, {n.LABEL_TASK_NAME})\n{OBJECTIVE}{{{SLO}="{kind}"}}'
+
+
 def _alert(
     cfg: Config,
     name: str,
@@ -71,7 +80,7 @@ def _failure_rate(cfg: Config, name: str, a: FailureRateAlert) -> Rule:
         cfg,
         name,
         a.severity,
-        f"{above(rec.failed_ratio(a.window), a.threshold)}\nand\n{volume}",
+        _without_slo(f"{above(rec.failed_ratio(a.window), a.threshold)}\nand\n{volume}", "success"),
         a.for_,
         "A task fails more often than its threshold allows.",
         f"{{{{ $labels.task_name }}}} (job {{{{ $labels.job }}}}) failed "
@@ -81,12 +90,13 @@ def _failure_rate(cfg: Config, name: str, a: FailureRateAlert) -> Rule:
     )
 
 
-def _latency(cfg: Config, name: str, histogram: str, a: LatencyAlert, what: str) -> Rule:
+def _latency(cfg: Config, name: str, kind: Kind, a: LatencyAlert, what: str) -> Rule:
+    histogram = HISTOGRAM[kind]
     return _alert(
         cfg,
         name,
         a.severity,
-        above(rec.p95(histogram, a.window), a.threshold),
+        _without_slo(above(rec.p95(histogram, a.window), a.threshold), kind),
         a.for_,
         f"The p95 {what} of a task is above its threshold.",
         f"p95 {what} of {{{{ $labels.task_name }}}} (job {{{{ $labels.job }}}}) is "
@@ -104,8 +114,8 @@ def alerting_rules(cfg: Config) -> list[Rule]:
     return [
         _failure_rate(cfg, FAILURE_RATE_HIGH, cfg.failure_rate_warning),
         _failure_rate(cfg, FAILURE_RATE_CRITICAL, cfg.failure_rate_critical),
-        _latency(cfg, DURATION_HIGH, n.TASK_DURATION, cfg.duration, "duration"),
-        _latency(cfg, QUEUE_WAIT_HIGH, n.TASK_QUEUE_WAIT, cfg.queue_wait, "queue wait"),
+        _latency(cfg, DURATION_HIGH, "latency", cfg.duration, "duration"),
+        _latency(cfg, QUEUE_WAIT_HIGH, "queue_wait", cfg.queue_wait, "queue wait"),
         # Histograms only see tasks that start: when nothing starts at all, the
         # execution log's oldest pending row is what shows the wait.
         _alert(

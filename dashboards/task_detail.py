@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dashboards import promql as q
+from dashboards import slo
 from dashboards.common import TASK_DETAIL_UID, Board, dashboard
 from dashboards.config import Config
 from dashboards.panels import Cell, Query, stat, tile, timeseries
@@ -114,6 +115,7 @@ def build(cfg: Config) -> Board:
     rows = [
         ("Summary", _stats(cfg)),
         ("Throughput", _flow()),
+        ("Error budget (SLO file)", slo.task_cells()),
         (
             "Failures",
             [

@@ -21,6 +21,8 @@ ALLOWED: dict[str, set[str]] = {
     "events": BOTTOM,
     "store": BOTTOM | {"settings", "events"},
     "metrics": BOTTOM | {"settings"},
+    # The SLO rules generator: from the metric names and the histograms' buckets.
+    "slo": BOTTOM | {"settings", "metrics"},
     "maintenance": BOTTOM | {"settings", "events", "store"},
     "migrations": BOTTOM | {"settings", "store"},
     "middleware": BOTTOM | {"settings", "events", "store", "metrics"},

@@ -18,6 +18,7 @@ from dashboards.config import DEFAULT, Config, FailureRateAlert, LatencyAlert, T
 from dashboards.recording import recording_rules
 from dashboards.render import RULES_FILE, render_rules
 from dashboards.rules import ALERT_NAMES, alerting_rules
+from exporter.slo.alerts import ALERT_NAMES as SLO_ALERT_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "exporter" / "assets"
@@ -207,6 +208,13 @@ def test_alertmanager_routes_every_severity_and_inhibits_known_alerts() -> None:
     routed = {m for route in config["route"]["routes"] for m in route["matchers"]}
     for severity in {r["labels"]["severity"] for r in alerting_rules(DEFAULT)}:
         assert f'severity="{severity}"' in routed
+    slo_names = set(SLO_ALERT_NAMES.values())
     for rule in config["inhibit_rules"]:
         for matcher in rule["source_matchers"] + rule["target_matchers"]:
-            assert matcher.split("=", 1)[1].strip('"') in ALERT_NAMES
+            name, op, value = re.fullmatch(r'(\w+)(=~|=)"(.*)"', matcher).groups()  # type: ignore[union-attr]
+            if name == "severity":
+                assert value in {"critical", "warning", "info"}, matcher
+            elif op == "=":
+                assert value in ALERT_NAMES, matcher
+            else:  # a regex must name the burn-rate alerts it inhibits, all of them
+                assert {a for a in slo_names if re.fullmatch(value, a)} == slo_names, matcher

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from exporter import resources
+from exporter.slo.load import load
+from exporter.slo.render import RULES_NAME, render_slo_rules
 
 
 def register(sub: Any) -> None:
@@ -40,6 +42,13 @@ def register(sub: Any) -> None:
         help="the runbook each alert links to, without the #anchor "
         f"(default {resources.DEFAULT_RUNBOOK_URL}: the service's own GET /runbook)",
     )
+    export.add_argument(
+        "--slos",
+        type=Path,
+        metavar="FILE",
+        help="an SLO file (YAML, docs/slo.md): also write taskiq-slo.rules.yml, its "
+        "burn-rate alerts and recording rules (needs the slo extra: PyYAML)",
+    )
     export.set_defaults(run=run_rules)
 
 
@@ -62,11 +71,17 @@ def run_dashboards(args: argparse.Namespace, _extra: list[str]) -> int:
 
 def run_rules(args: argparse.Namespace, _extra: list[str]) -> int:
     try:
-        text = resources.rules_text(job=args.job, runbook_url=args.runbook_url)
-    except ValueError as exc:
+        files = {_rules_name(): resources.rules_text(job=args.job, runbook_url=args.runbook_url)}
+        if args.slos is not None:
+            files[RULES_NAME] = _slo_rules(args.slos, job=args.job, runbook_url=args.runbook_url)
+    except ValueError as exc:  # SloConfigError too: one line per problem
         print(f"taskiq-exporter rules export: {exc}", file=sys.stderr)
         return 2
-    return _export(args.directory, {_rules_name(): text}, check=args.check)
+    return _export(args.directory, files, check=args.check)
+
+
+def _slo_rules(path: Path, *, job: str, runbook_url: str) -> str:
+    return render_slo_rules(load(path), job=job, runbook_url=runbook_url)
 
 
 def _export(directory: Path, files: dict[str, str], *, check: bool) -> int:

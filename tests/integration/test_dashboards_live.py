@@ -42,6 +42,9 @@ from dashboards.queries import (
 from dashboards.recording import failed_ratio
 from dashboards.render import RULES_FILE
 from exporter.metrics import names as n
+from exporter.slo.load import parse
+from exporter.slo.render import render_slo_rules
+from exporter.slo.windows import Profile
 from tests.helpers.waiting import wait_for
 from tests.integration.test_db_roles import Roles, create_roles, drop_roles, grant, panel_rows
 
@@ -60,6 +63,15 @@ PHASES: tuple[Plan, Plan] = (
 )
 # Prometheus and the service refuse connections until they are up: not yet ready.
 UNREACHABLE = (httpx.HTTPError,)
+# Objectives for every live task, so that the error-budget panels have data; the
+# rules' windows are divided by 60 (5m -> 5s) to fill within the test.
+SLOS = """
+slos:
+  - task_name_regex: "live:.*"
+    success: 0.9
+    latency: {threshold_seconds: 1.0, objective: 0.9}
+    queue_wait: {threshold_seconds: 1.0, objective: 0.9}
+"""
 EXPECTED_RATIO = {"live:ok": 0.0, "live:flaky": 0.25, "live:boom": 1.0, "live:o'brien": 0.5}
 # What the task_name variable may hold: a name with a quote (Grafana's sqlstring
 # doubles it) and an attempt to break out of the SQL literal, which matches nothing.
@@ -215,11 +227,20 @@ class Prometheus:
         self.api = f"http://127.0.0.1:{port}/api/v1"
         config = tmp / "prometheus.yml"
         scrape = {"job_name": DEFAULT.job, "static_configs": [{"targets": [target]}]}
+        slo_rules = tmp / "taskiq-slo.rules.yml"
+        slo_rules.write_text(
+            render_slo_rules(
+                parse(SLOS),
+                job=DEFAULT.job,
+                runbook_url=DEFAULT.runbook_url,
+                profile=Profile(speedup=60),
+            )
+        )
         config.write_text(
             yaml.safe_dump(
                 {
                     "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                    "rule_files": [str(RULES_FILE)],
+                    "rule_files": [str(RULES_FILE), str(slo_rules)],
                     "scrape_configs": [scrape],
                 }
             )
