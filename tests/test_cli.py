@@ -156,6 +156,18 @@ def test_invalid_settings_name_their_source_and_hide_their_value() -> None:
     assert "invalid TASKIQ_EXPORTER_BATCH_SIZE: " in one_line_error(from_env, "db")
 
 
+def test_serve_takes_a_read_replica_and_checks_it_before_starting() -> None:
+    run = cli(
+        "serve", "--database-url", "postgresql+asyncpg://app@127.0.0.1/app",
+        "--read-database-url", "sqlite+aiosqlite:///replica.sqlite3",
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert one_line_error(run, "serve") == (
+        "taskiq-exporter serve: invalid --read-database-url: must be a PostgreSQL streaming "
+        "replica (postgresql://user@host/db): SQLite has no replicas"
+    )
+
+
 def test_tail_errors(unused_port: Callable[[], int]) -> None:
     closed = f"http://127.0.0.1:{unused_port()}"
     run = cli("tail", "--url", closed)

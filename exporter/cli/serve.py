@@ -32,6 +32,13 @@ def register(sub: Any) -> None:
     parser.add_argument("--port", type=int, help="TCP port to listen on (default 8000)")
     add_database_url(parser)
     parser.add_argument(
+        "--read-database-url",
+        metavar="URL",
+        help="a streaming replica of the PostgreSQL database for the API's reads (history, "
+        "detail, summary, task names, event replay); the primary answers while it is down "
+        "(default: TASKIQ_EXPORTER_READ_DATABASE_URL)",
+    )
+    parser.add_argument(
         "--multiproc-dir",
         metavar="DIR",
         help="the directory whose metrics files /metrics sums (default: "
@@ -157,6 +164,7 @@ def run(args: argparse.Namespace, _extra: list[str]) -> int:
         args,
         "host",
         "port",
+        "read_database_url",
         "multiproc_dir",
         "api_token_file",
         "metrics_token_file",

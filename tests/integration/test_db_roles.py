@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -30,7 +31,9 @@ from websockets.asyncio.client import connect
 
 from dashboards.queries import sql_queries, substitute_sql
 from exporter import MonitoringMiddleware
-from exporter.maintenance import reaper, retention
+from exporter.maintenance import loop, reaper, retention
+from exporter.settings import ExporterSettings
+from exporter.store import partitions
 from exporter.store.engine import make_engine
 from exporter.store.migrate import upgrade
 from exporter.store.pg_admin import asyncpg_dsn, drop_database
@@ -120,6 +123,11 @@ async def roles(pg_url: str) -> AsyncIterator[Roles]:
     try:
         create_roles(made)
         await upgrade(made.url("owner"))
+        owner = make_engine(made.url("owner"))
+        try:  # as `taskiq-exporter db upgrade` does, as the owner
+            await partitions.ensure(owner, interval_hours=24, ahead_hours=72, keep_days=30)
+        finally:
+            await owner.dispose()
         grant(made)
         yield made
     finally:
@@ -211,7 +219,9 @@ async def test_no_role_is_a_superuser_and_the_owner_owns_the_database(roles: Rol
     assert [r["tableowner"] for r in tables] == [roles.names["owner"]]
 
 
-async def test_each_component_works_with_its_own_role(roles: Roles, unused_port: Any) -> None:
+async def test_each_component_works_with_its_own_role(
+    roles: Roles, unused_port: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     writer, service = roles.url("writer"), roles.url("service")
     async with (
         running_service(service) as (app, client),
@@ -267,11 +277,21 @@ async def test_each_component_works_with_its_own_role(roles: Roles, unused_port:
             for panel, got in await panel_rows(reader, [INJECTION]):
                 assert got == [], f"{panel}: {INJECTION!r} matched {got}"
 
-            # Retention (as the service) deletes everything, rollup minutes too.
-            future = datetime.now(UTC) + timedelta(minutes=2)
-            deleted = (await retention.prune(engine, days=0, batch_rows=2, now=future)).rows
-            assert deleted == 5
+            # Retention (as the service) deletes everything, rollup minutes too. It may
+            # not drop today's partition (only the owner may): it says so and deletes
+            # the rows in batches instead.
+            future = datetime.now(UTC) + timedelta(days=1, minutes=2)
+            with caplog.at_level(logging.WARNING, logger="exporter.store.partitions"):
+                pruned = await retention.prune(engine, days=0, batch_rows=2, now=future)
+            assert (pruned.rows, pruned.dropped) == (5, [])
+            assert "only its owner may" in caplog.text
             assert (await fetch(service, hourly))[0]["n"] is None
+            # Nor make partitions: the maintenance says so, and rows go to the default one.
+            caplog.clear()
+            settings = ExporterSettings(database_url=service, partition_ahead_hours=24 * 10)
+            with caplog.at_level(logging.WARNING, logger="exporter.maintenance.loop"):
+                assert await loop.make_partitions(engine, settings) == []
+            assert "only its owner may" in caplog.text
         finally:
             await engine.dispose()
         # Advisory locks (one maintenance job per replica) need no grant.
