@@ -4,6 +4,9 @@
 
 Starts the service under uvicorn in a child process, then sends each query shape
 ``--requests`` times, one at a time, after a warm-up, and prints p50/p95/p99 (ms).
+With ``--compare-url`` a second service reads a second store (10 million rows beside
+100 million, say): each shape alternates between the two and the ratio of their
+p95 is printed, measured side by side in one run.
 """
 
 from __future__ import annotations
@@ -66,33 +69,54 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def measure(base: str, requests: int, warmup: int) -> list[tuple[str, list[float], str]]:
+async def cases_of(client: httpx.AsyncClient) -> list[tuple[str, str, dict[str, Any]]]:
+    """The shapes, with a detail id and a deep cursor read from this store."""
+    cases = shapes()
+    first = (await client.get(f"{API}/history", params={"page_size": 1})).json()["items"]
+    if first:
+        cases.append(("detail by id", f"{API}/history/{first[0]['id']}", {}))
+    deep = (await client.get(f"{API}/history", params={"page": 2000})).json()
+    if deep.get("next_cursor"):
+        cases.append(
+            ("history cursor after p2000", f"{API}/history", {"cursor": deep["next_cursor"]})
+        )
+    return cases
+
+
+async def measure(
+    bases: list[str], requests: int, warmup: int
+) -> list[tuple[str, list[list[float]], str]]:
+    """Each shape's latencies on every service, the requests alternating between
+    them (so that the machine's drift weighs on all of them alike)."""
     results = []
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
-        cases = shapes()
-        first = (await client.get(f"{API}/history", params={"page_size": 1})).json()["items"]
-        if first:
-            cases.append(("detail by id", f"{API}/history/{first[0]['id']}", {}))
-        deep = (await client.get(f"{API}/history", params={"page": 2000})).json()
-        if deep.get("next_cursor"):
-            cases.append(
-                ("history cursor after p2000", f"{API}/history", {"cursor": deep["next_cursor"]})
-            )
-        for label, path, params in cases:
-            samples = []
-            note = ""
+    clients = [httpx.AsyncClient(base_url=base, timeout=60) for base in bases]
+    try:
+        per_store = [{label: (path, params) for label, path, params in await cases_of(c)}
+                     for c in clients]  # fmt: skip
+        labels = [label for label in per_store[0] if all(label in p for p in per_store)]
+        for label in labels:
+            samples: list[list[float]] = [[] for _ in clients]
+            notes = []
             for i in range(warmup + requests):
-                started = time.perf_counter()
-                response = await client.get(path, params=params)
-                elapsed = (time.perf_counter() - started) * 1000
-                if response.status_code != 200:
-                    raise SystemExit(f"{label}: HTTP {response.status_code} {response.text[:200]}")
-                if i >= warmup:
-                    samples.append(elapsed)
-                if i == 0 and path.endswith("/history"):
-                    body = response.json()
-                    note = f"total={body['total_count']:,} items={len(body['items'])}"
-            results.append((label, samples, note))
+                order = range(len(clients)) if i % 2 == 0 else reversed(range(len(clients)))
+                for k in order:
+                    path, params = per_store[k][label]
+                    started = time.perf_counter()
+                    response = await clients[k].get(path, params=params)
+                    elapsed = (time.perf_counter() - started) * 1000
+                    if response.status_code != 200:
+                        raise SystemExit(
+                            f"{label}: HTTP {response.status_code} {response.text[:200]}"
+                        )
+                    if i >= warmup:
+                        samples[k].append(elapsed)
+                    if i == 0 and path.endswith("/history"):
+                        body = response.json()
+                        notes.append(f"total={body['total_count']:,} items={len(body['items'])}")
+            results.append((label, samples, " / ".join(notes)))
+    finally:
+        for client in clients:
+            await client.aclose()
     return results
 
 
@@ -140,51 +164,71 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit("the service did not become ready (migrated store?)")
 
 
+def start_service(url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "TASKIQ_EXPORTER_DATABASE_URL": url}
+    env.pop("TASKIQ_EXPORTER_API_TOKEN", None)
+    env.pop("TASKIQ_EXPORTER_READ_DATABASE_URL", None)
+    # A stable data set: no retention or reaper runs while measuring.
+    env["TASKIQ_EXPORTER_MAINTENANCE"] = "false"
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "benchmarks.bench_api:make_app", "--factory",
+         "--port", str(port), "--log-level", "warning", "--no-access-log"],
+        env=env,
+    )  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", required=True)
+    parser.add_argument(
+        "--compare-url",
+        help="a second store (say 10 million rows beside --database-url's 100 million): "
+        "every shape on both, alternating, and the ratio of their p95",
+    )
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args(argv)
-    env = {**os.environ, "TASKIQ_EXPORTER_DATABASE_URL": args.database_url}
-    env.pop("TASKIQ_EXPORTER_API_TOKEN", None)
-    # A stable data set: no retention or reaper runs while measuring.
-    env["TASKIQ_EXPORTER_MAINTENANCE"] = "false"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "benchmarks.bench_api:make_app",
-            "--factory",
-            "--port",
-            str(args.port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        env=env,
-    )
-    base = f"http://127.0.0.1:{args.port}"
+    urls = [args.database_url] + ([args.compare_url] if args.compare_url else [])
+    procs = [start_service(url, args.port + i) for i, url in enumerate(urls)]
+    bases = [f"http://127.0.0.1:{args.port + i}" for i in range(len(urls))]
     try:
-        wait_ready(base, proc)
-        results = asyncio.run(measure(base, args.requests, args.warmup))
-        if args.database_url.startswith("postgresql"):
+        for base, proc in zip(bases, procs, strict=True):
+            wait_ready(base, proc)
+        results = asyncio.run(measure(bases, args.requests, args.warmup))
+        if args.database_url.startswith("postgresql") and not args.compare_url:
             dsn = asyncpg_dsn(args.database_url)
             host = f"127.0.0.1:{args.port}"
             latency = asyncio.run(event_latency(host, dsn, args.requests))
-            results.append(("event NOTIFY -> WebSocket", latency, ""))
+            results.append(("event NOTIFY -> WebSocket", [latency], ""))
     finally:
-        proc.terminate()
-        proc.wait(10)
+        for proc in procs:
+            proc.terminate()
+            proc.wait(10)
+    if args.compare_url:
+        report_ratio(results, args.requests)
+        return
     print(f"{'shape':<34} {'p50':>7} {'p95':>7} {'p99':>7}  (ms, {args.requests} requests)")
-    for label, samples, note in results:
+    for label, (samples,), note in results:
         p50, p95, p99 = (percentile(samples, q) for q in (0.5, 0.95, 0.99))
         print(f"{label:<34} {p50:7.2f} {p95:7.2f} {p99:7.2f}  {note}")
-    worst = max(percentile(s, 0.95) for _, s, _ in results)
-    medians = statistics.mean(percentile(s, 0.5) for _, s, _ in results)
+    worst = max(percentile(s, 0.95) for _, (s,), _ in results)
+    medians = statistics.mean(percentile(s, 0.5) for _, (s,), _ in results)
     print(f"worst p95: {worst:.2f} ms; mean of the medians {medians:.2f} ms")
+
+
+def report_ratio(results: list[tuple[str, list[list[float]], str]], requests: int) -> None:
+    print(
+        f"{'shape':<34} {'p95 A':>8} {'p95 B':>8} {'A/B':>6}  (ms, {requests} requests each;"
+        " A = --database-url, B = --compare-url)"
+    )
+    ratios = []
+    for label, (a, b), note in results:
+        pa, pb = percentile(a, 0.95), percentile(b, 0.95)
+        ratios.append(pa / pb)
+        print(f"{label:<34} {pa:8.2f} {pb:8.2f} {pa / pb:6.2f}  {note}")
+    print(f"A/B of p95: {min(ratios):.2f} to {max(ratios):.2f}; worst p95 of A"
+          f" {max(percentile(a, 0.95) for _, (a, _b), _ in results):.2f} ms")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -122,6 +123,30 @@ def secondary_indexes() -> list[tuple[str, str]]:
     ]
 
 
+# What a seeded row weighs on disk with its indexes (docs/scaling.md: 437 MB for a
+# million rows), and the room the index builds need beside it (their sort files).
+BYTES_PER_ROW = 440
+BUILD_HEADROOM = 1.5
+
+
+async def check_disk(conn: asyncpg.Connection, rows: int, progress: Progress) -> None:
+    """Refuse before loading when the server's data directory cannot hold the rows
+    (the server must run on this machine for the check; otherwise it says so)."""
+    need = rows * BYTES_PER_ROW * BUILD_HEADROOM
+    try:
+        directory = await conn.fetchval("SHOW data_directory")
+        free = shutil.disk_usage(directory).free
+    except (asyncpg.PostgresError, OSError) as exc:
+        progress.line(f"cannot tell the server's free disk ({exc}); {need / 1e9:.1f} GB needed")
+        return
+    if free < need:
+        raise SystemExit(
+            f"{rows:,} rows need about {need / 1e9:.1f} GB on the database's disk "
+            f"({directory}), {free / 1e9:.1f} GB are free: seed fewer rows or free space"
+        )
+    progress.line(f"disk: {need / 1e9:.1f} GB needed, {free / 1e9:.1f} GB free in {directory}")
+
+
 class Progress:
     def __init__(self) -> None:
         self.t0 = time.perf_counter()
@@ -131,17 +156,25 @@ class Progress:
 
 
 async def seed(
-    url: str, *, rows: int, days: float, failed_rate: float, live_rows: int, truncate: bool
+    url: str,
+    *,
+    rows: int,
+    days: float,
+    failed_rate: float,
+    live_rows: int,
+    truncate: bool,
+    revision: str = "head",
 ) -> None:
     progress = Progress()
     await ensure_database(url)
-    await upgrade(url)
-    progress.line("schema at head")
+    await upgrade(url, revision)
+    progress.line(f"schema at {revision}")
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
         existing = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM task_execution_logs)")
         if existing and not truncate:
             raise SystemExit("task_execution_logs is not empty: pass --truncate to replace it")
+        await check_disk(conn, rows, progress)
         await conn.execute("SET synchronous_commit = off")
         await conn.execute("SET maintenance_work_mem = '1GB'")
         await conn.execute("SET work_mem = '256MB'")
@@ -221,6 +254,11 @@ def main(argv: list[str] | None = None) -> None:
         "--live-rows", type=int, default=500, help="the newest rows stay pending or running"
     )
     parser.add_argument("--truncate", action="store_true", help="replace existing rows")
+    parser.add_argument(
+        "--revision",
+        default="head",
+        help="the schema to seed (0003: the log as one table, to time an upgrade of it)",
+    )
     args = parser.parse_args(argv)
     asyncio.run(
         seed(
@@ -230,6 +268,7 @@ def main(argv: list[str] | None = None) -> None:
             failed_rate=args.failed_rate,
             live_rows=args.live_rows,
             truncate=args.truncate,
+            revision=args.revision,
         )
     )
 

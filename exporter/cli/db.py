@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.cli.options import (
     add_database_url,
@@ -16,6 +16,9 @@ from exporter.cli.options import (
 )
 from exporter.settings import ExporterSettings
 from exporter.store.engine import sqlite_file
+
+if TYPE_CHECKING:
+    from exporter.store.partitions import Partition
 
 _DEFAULTS = ExporterSettings.model_fields
 
@@ -56,6 +59,12 @@ def register(sub: Any) -> None:
     parser.set_defaults(run=run)
 
 
+def print_made(made: list[Partition]) -> None:
+    if made:
+        first, last = made[0].lo, made[-1].hi
+        print(f"made {len(made)} partitions of the log, for {first:%F %H:%M} to {last:%F %H:%M}")
+
+
 def run(args: argparse.Namespace, _extra: list[str]) -> int:
     settings = settings_from(args, "orphan_timeout_seconds", "retention_days")
     url = settings.database_url
@@ -80,8 +89,7 @@ async def _run(args: argparse.Namespace, settings: ExporterSettings) -> int:
             if args.revision == "head" and await partitions.prepare_upgrade(engine):
                 print("built the partitioned log's keys on the existing rows (concurrently)")
             await migrate.upgrade(url, args.revision)
-            for made in await loop.make_partitions(engine, settings):
-                print(f"made {made.describe()}")
+            print_made(await loop.make_partitions(engine, settings))
         elif args.action == "downgrade":
             await migrate.downgrade(url, args.revision)
         if args.action in ("upgrade", "downgrade"):
@@ -102,8 +110,7 @@ async def _run(args: argparse.Namespace, settings: ExporterSettings) -> int:
             )
             print(f"{count} orphaned attempts marked failed")
         else:
-            for made in await loop.make_partitions(engine, settings):
-                print(f"made {made.describe()}")
+            print_made(await loop.make_partitions(engine, settings))
             pruned = await retention.prune(
                 engine,
                 days=settings.retention_days,

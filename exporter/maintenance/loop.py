@@ -92,7 +92,13 @@ async def make_partitions(
 
 async def upkeep(engine: AsyncEngine, settings: ExporterSettings) -> retention.Pruned:
     """Partitions ahead, then retention: one job, as both change the partitions."""
-    await make_partitions(engine, settings)
+    made = await make_partitions(engine, settings)
+    if made:
+        logger.info(
+            "taskiq-exporter: made %d partitions of the log, up to %s",
+            len(made),
+            f"{made[-1].hi:%F %H:%M}",
+        )
     return await retention.prune(
         engine, days=settings.retention_days, batch_rows=settings.retention_batch_rows
     )

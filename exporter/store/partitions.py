@@ -162,10 +162,6 @@ async def ensure(
             name = partition_name(lo, interval_hours)
             await _make(conn, name, lo, hi, has_default)
             made.append(Partition(name, lo, hi, False, 0))
-    if made:
-        logger.info(
-            "taskiq-exporter: made %d log partitions up to %s", len(made), f"{made[-1].hi:%F %H:%M}"
-        )
     return made
 
 

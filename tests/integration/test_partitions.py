@@ -105,7 +105,7 @@ def test_db_upgrade_makes_the_partitions_ahead_and_a_default_one(pg_url: str) ->
     run = _cli("upgrade", "--database-url", pg_url)
     assert run.returncode == 0, run.stderr
     today = datetime.now(UTC).strftime("%Y%m%d")
-    assert f"made task_execution_logs_p{today} " in run.stdout
+    assert f"made 4 partitions of the log, for {datetime.now(UTC):%Y-%m-%d} 00:00 to " in run.stdout
     found = asyncio.run(_partitions(pg_url))
     assert found[-1].default
     days = [p for p in found if not p.default]
