@@ -132,10 +132,11 @@ async def _fail(
 ) -> int:
     failed = []
     for victim in victims:
-        id_, _name, _created, duration_ms, message = victim
+        id_, _name, created, duration_ms, message = victim
         result = await conn.execute(
             update(LOG)
-            .where(LOG.id == id_, LOG.status == was)
+            # created_at too: a partitioned log then looks in one partition.
+            .where(LOG.id == id_, LOG.created_at == created, LOG.status == was)
             .values(
                 status=FAILED,
                 completed_at=now,
