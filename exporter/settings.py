@@ -244,6 +244,21 @@ class ExporterSettings(BaseSettings):
     events_queue_size: int = Field(
         10_000, ge=1, le=1_000_000, description="events queued per stream for a slow client"
     )
+    # The broker's backlog, read by the service (exporter.brokers)
+    broker: str | None = Field(
+        None,
+        description="module:variable of the taskiq broker whose queues the service reads "
+        "(as `taskiq worker` takes it); none: no queue backlog is exported",
+    )
+    broker_inspect_timeout_seconds: float = Field(
+        2.0, gt=0, le=60, description="an inspection of the broker's queues is cancelled after"
+    )
+    broker_inspect_budget_seconds: float = Field(
+        0.5, gt=0, le=10, description="how long /metrics waits for an inspection in progress"
+    )
+    broker_inspect_cache_seconds: float = Field(
+        5.0, ge=0, le=300, description="how long an inspection's answer is reused"
+    )
     # Service
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)

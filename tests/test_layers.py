@@ -23,11 +23,22 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": BOTTOM | {"settings"},
     # The SLO rules generator: from the metric names and the histograms' buckets.
     "slo": BOTTOM | {"settings", "metrics"},
+    # The broker's queues, read for the service's /metrics.
+    "brokers": BOTTOM | {"settings", "metrics"},
     "maintenance": BOTTOM | {"settings", "events", "store"},
     "migrations": BOTTOM | {"settings", "store"},
     "middleware": BOTTOM | {"settings", "events", "store", "metrics"},
     "service": BOTTOM
-    | {"__init__", "settings", "events", "store", "metrics", "maintenance", "middleware"},
+    | {
+        "__init__",
+        "settings",
+        "events",
+        "store",
+        "metrics",
+        "maintenance",
+        "middleware",
+        "brokers",
+    },
     "demo": BOTTOM | {"__init__", "settings", "store", "maintenance", "middleware"},
     "cli": set(),  # on top: anything
     "app": {"service"},

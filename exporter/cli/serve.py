@@ -39,6 +39,13 @@ def register(sub: Any) -> None:
         "(default: TASKIQ_EXPORTER_READ_DATABASE_URL)",
     )
     parser.add_argument(
+        "--broker",
+        metavar="MODULE:BROKER",
+        help="the taskiq broker whose queues /metrics reports (waiting messages, the "
+        "oldest one's age, in flight, consumers), given as to `taskiq worker` "
+        "(default: TASKIQ_EXPORTER_BROKER)",
+    )
+    parser.add_argument(
         "--multiproc-dir",
         metavar="DIR",
         help="the directory whose metrics files /metrics sums (default: "
@@ -153,6 +160,20 @@ def check_access(settings: ExporterSettings, args: argparse.Namespace) -> None:
 INBOUND_FRAME_LIMIT = 16 * 1024
 
 
+def _load_broker(settings: ExporterSettings) -> object | None:
+    # Imported before the server starts: a wrong import string stops `serve` here.
+    from exporter.brokers.select import load_broker
+
+    if settings.broker is None:
+        return None
+    try:
+        broker: object = load_broker(settings.broker)
+    except ValueError as exc:
+        raise CliError(f"invalid --broker: {exc}", code=2) from exc
+    logger.info("reading the queues of %s", settings.broker)
+    return broker
+
+
 def run(args: argparse.Namespace, _extra: list[str]) -> int:
     import uvicorn
 
@@ -165,6 +186,7 @@ def run(args: argparse.Namespace, _extra: list[str]) -> int:
         "host",
         "port",
         "read_database_url",
+        "broker",
         "multiproc_dir",
         "api_token_file",
         "metrics_token_file",
@@ -184,7 +206,7 @@ def run(args: argparse.Namespace, _extra: list[str]) -> int:
     # The service opens the store without creating it, and says in its log (and its
     # 503 answers) what is missing and how to fix it: a missing database is not fatal.
     logger.info("execution log: %s", display_url(settings.database_url))
-    app = create_app(settings)
+    app = create_app(settings, broker=_load_broker(settings))
     config = uvicorn.Config(
         app,
         host=settings.host,

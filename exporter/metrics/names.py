@@ -44,6 +44,17 @@ EVENTS_DROPPED = "taskiq_exporter_events_dropped"
 EVENTS_REPLAYS_TRUNCATED = "taskiq_exporter_events_replays_truncated"
 LABEL_REASON = "reason"  # why a connection was refused: a fixed set of values
 
+# The broker's queues, read by the service (serve --broker, exporter.brokers). Every
+# replica exports the same values: aggregate with max by (queue), never sum.
+QUEUE_MESSAGES = "taskiq_queue_messages"
+QUEUE_OLDEST_AGE = "taskiq_queue_oldest_message_age_seconds"
+QUEUE_IN_FLIGHT = "taskiq_queue_in_flight_messages"
+QUEUE_CONSUMERS = "taskiq_queue_consumers"
+QUEUE_INSPECTION_SUPPORTED = "taskiq_queue_inspection_supported"
+QUEUE_INSPECTION_UP = "taskiq_queue_inspection_up"
+LABEL_QUEUE = "queue"  # the broker's queue (list, stream, AMQP queue) names
+LABEL_BROKER = "broker"  # the broker's class name
+
 COMPLETED_STATUSES = ("success", "failed")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from prometheus_client.registry import CollectorRegistry
@@ -14,9 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from exporter.brokers.backlog import Backlog
+from exporter.brokers.select import inspector_for, load_broker
 from exporter.events import EventHub
 from exporter.maintenance.loop import run_maintenance
 from exporter.metrics.multiprocess import configured_dir, multiprocess_registry
+from exporter.middleware.labels import SENT_AT_LABEL, sent_at
 from exporter.service.auth import BearerAuthMiddleware
 from exporter.service.errors import exception_handlers
 from exporter.service.headers import SecurityHeadersMiddleware
@@ -67,6 +70,23 @@ def _reads(primary: AsyncEngine, replica_url: str | None) -> Reads:
     return Reads(primary, make_engine(replica_url, create=False, connect_args=connect_args))
 
 
+def _sent_time(labels: Mapping[str, Any]) -> float | None:
+    return sent_at(labels.get(SENT_AT_LABEL))
+
+
+def _backlog(settings: ExporterSettings, broker: object | None) -> Backlog | None:
+    if broker is None and settings.broker is None:
+        return None
+    target = broker if broker is not None else load_broker(str(settings.broker))
+    return Backlog(
+        inspector_for(target, sent_time=_sent_time),
+        broker_name=type(target).__name__,
+        timeout_seconds=settings.broker_inspect_timeout_seconds,
+        budget_seconds=settings.broker_inspect_budget_seconds,
+        cache_seconds=settings.broker_inspect_cache_seconds,
+    )
+
+
 def _warn_about_tokens(settings: ExporterSettings) -> None:
     # `serve` refuses a short token and warns about an open API; an embedding app
     # (whose host may check access itself) is warned about what it set.
@@ -84,11 +104,13 @@ def create_app(
     *,
     registry: CollectorRegistry | None = None,
     hub: EventHub | None = None,
+    broker: object | None = None,
 ) -> Starlette:
     """Build the service. ``registry`` defaults to the host's multiprocess directory;
     pass the middleware's own registry (and its event hub) to serve one process.
     On PostgreSQL the service LISTENs for the workers' events; otherwise ``hub`` is
-    where the in-process writer publishes them.
+    where the in-process writer publishes them. ``broker`` (else ``settings.broker``,
+    imported) is the taskiq broker whose queues /metrics reports.
 
     The app can be mounted in another Starlette or FastAPI application
     (``Mount("/monitoring", app=monitoring)``); the host must then run its lifespan,
@@ -109,6 +131,8 @@ def create_app(
             directory = configured_dir(settings.multiproc_dir)
             reg = multiprocess_registry(directory) if directory else CollectorRegistry()
         events = hub or EventHub()
+        backlog = _backlog(settings, broker)
+        app.state.backlog = backlog
         app.state.exporter = ServiceState(
             settings=settings, engine=engine, registry=reg, store=store, reads=reads, hub=events
         )
@@ -140,6 +164,8 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await listener
             await engine.dispose()
+            if backlog is not None:
+                await backlog.close()
             if reads.replica is not None:
                 await reads.replica.dispose()
 

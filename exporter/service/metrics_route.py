@@ -1,7 +1,8 @@
 """GET /metrics: every worker process of the host in one scrape, plus the service's
 own series: the gauges derived from the store (exporter.service.store_gauges), the
 live-event streams' (exporter.service.events_ws), the read replica's when one is set
-(exporter.service.replica) and ``taskiq_exporter_build_info``."""
+(exporter.service.replica), the broker's queues' when it is given (exporter.brokers)
+and ``taskiq_exporter_build_info``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from exporter import __version__
+from exporter.brokers.backlog import Backlog
 from exporter.metrics.multiprocess import exposition
 from exporter.metrics.names import BUILD_INFO
 from exporter.service.events_ws import event_families
@@ -43,6 +45,9 @@ async def metrics(request: Request) -> Response:
     else:  # said at start-up already: the store is down, without a warning per scrape
         store = families(None, utcnow())
     extra = [build_info(), *store, *event_families(state.hub)]
+    backlog: Backlog | None = getattr(request.app.state, "backlog", None)
+    if backlog is not None:  # serve --broker: within its own time budget
+        extra += await backlog.families()
     replica = await state.reads.check()
     if replica is not None:
         extra += replica_families(replica, state.reads.counts)
