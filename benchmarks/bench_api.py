@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -84,7 +85,7 @@ async def cases_of(client: httpx.AsyncClient) -> list[tuple[str, str, dict[str, 
 
 
 async def measure(
-    bases: list[str], requests: int, warmup: int
+    bases: list[str], requests: int, warmup: int, only: str | None = None
 ) -> list[tuple[str, list[list[float]], str]]:
     """Each shape's latencies on every service, the requests alternating between
     them (so that the machine's drift weighs on all of them alike)."""
@@ -94,6 +95,7 @@ async def measure(
         per_store = [{label: (path, params) for label, path, params in await cases_of(c)}
                      for c in clients]  # fmt: skip
         labels = [label for label in per_store[0] if all(label in p for p in per_store)]
+        labels = [label for label in labels if only is None or re.search(only, label)]
         for label in labels:
             samples: list[list[float]] = [[] for _ in clients]
             notes = []
@@ -185,6 +187,9 @@ def main(argv: list[str] | None = None) -> None:
         help="a second store (say 10 million rows beside --database-url's 100 million): "
         "every shape on both, alternating, and the ratio of their p95",
     )
+    parser.add_argument(
+        "--only", metavar="REGEX", help="the shapes whose label matches (default: every one)"
+    )
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
@@ -195,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for base, proc in zip(bases, procs, strict=True):
             wait_ready(base, proc)
-        results = asyncio.run(measure(bases, args.requests, args.warmup))
+        results = asyncio.run(measure(bases, args.requests, args.warmup, args.only))
         if args.database_url.startswith("postgresql") and not args.compare_url:
             dsn = asyncpg_dsn(args.database_url)
             host = f"127.0.0.1:{args.port}"
