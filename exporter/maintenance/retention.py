@@ -81,8 +81,7 @@ async def _run_batch(engine: AsyncEngine, before: datetime, batch_rows: int) -> 
                 async with conn.begin():
                     return await _batch(conn, before, batch_rows)
         except DBAPIError as exc:
-            code = getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None)
-            if code not in RETRY_SQLSTATES or attempt == RETRIES:
+            if partitions.sqlstate(exc) not in RETRY_SQLSTATES or attempt == RETRIES:
                 raise
             await asyncio.sleep(0.05 * (attempt + 1))
     raise AssertionError("unreachable")  # pragma: no cover

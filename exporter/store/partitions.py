@@ -116,13 +116,16 @@ def _quoted(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-async def is_partitioned(conn: AsyncConnection) -> bool:
-    if conn.dialect.name != "postgresql":
-        return False
+async def _kind(conn: AsyncConnection) -> str | None:
+    """The log's relkind: 'p' partitioned, 'r' one table, None missing."""
     kind = await conn.scalar(
         text("SELECT relkind::text FROM pg_class WHERE oid = to_regclass(:t)"), {"t": LOG_TABLE}
     )
-    return bool(kind == "p")
+    return None if kind is None else str(kind)
+
+
+async def is_partitioned(conn: AsyncConnection) -> bool:
+    return conn.dialect.name == "postgresql" and await _kind(conn) == "p"
 
 
 async def partitions(conn: AsyncConnection) -> list[Partition]:
@@ -265,10 +268,9 @@ async def prepare_upgrade(engine: AsyncEngine) -> bool:
         if conn.dialect.name != "postgresql":
             return False
         conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        kind = await conn.scalar(
-            text("SELECT relkind::text FROM pg_class WHERE oid = to_regclass(:t)"), {"t": LOG_TABLE}
-        )
-        if kind != "r" or not await conn.scalar(text(f"SELECT EXISTS (SELECT 1 FROM {LOG_TABLE})")):
+        if await _kind(conn) != "r":
+            return False
+        if not await conn.scalar(text(f"SELECT EXISTS (SELECT 1 FROM {LOG_TABLE})")):
             return False
         for name, columns in LEGACY_KEYS:
             valid = await conn.scalar(
