@@ -1,4 +1,4 @@
-"""What both dashboards share: variables, links, and the ``Board`` they are built into."""
+"""What the dashboards share: uids, variables, and the ``Board`` they are built into."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from exporter.metrics import names as n
 
 OVERVIEW_UID = "taskiq-overview"
 TASK_DETAIL_UID = "taskiq-task-detail"
+HISTORY_UID = "taskiq-history"
+EXECUTION_UID = "taskiq-execution"
 TAGS = ["taskiq"]
 DEFAULT_EXPORTER_URL = "http://127.0.0.1:8000"
 # A series every exporter exposes, even before the first task and while its
@@ -24,7 +26,7 @@ ALL_REGEX = ".+"
 # it must read right in both: in `task_name=~"'|.+|'"` it is a regex matching every
 # name (the two quotes are alternatives of their own), in
 # `IN (${task_name:sqlstring})` the string literal '|.+|', which the SQL panels test
-# for (sections.task_filter).
+# for (log_sql.task_filter).
 TASK_ALL_LITERAL = "|.+|"
 TASK_ALL_VALUE = f"'{TASK_ALL_LITERAL}'"
 
@@ -55,51 +57,51 @@ def _label(name: str, label: str, query: str, *, all_value: str = ALL_REGEX) -> 
     )
 
 
-def variables() -> g.Templating:
+def _prometheus_variables() -> list[g.Template]:
     task_source = f'{n.total(n.TASKS_COMPLETED)}{{job=~"$job", instance=~"$instance"}}'
+    return [
+        _label("job", "Job", f"label_values({_ALWAYS}, job)"),
+        _label("instance", "Instance", f'label_values({_ALWAYS}{{job=~"$job"}}, instance)'),
+        _label(
+            "task_name",
+            "Task",
+            f"label_values({task_source}, {n.LABEL_TASK_NAME})",
+            all_value=TASK_ALL_VALUE,
+        ),
+    ]
+
+
+def textbox(name: str, label: str, default: str = "") -> g.Template:
+    return g.Template(name=name, label=label, query=default, default=default, type="textbox")
+
+
+def variables(*, extra: Sequence[g.Template] | None = None) -> g.Templating:
+    """The datasource variables, the exporter's URL, and ``extra`` (by default the
+    Prometheus dashboards' job, instance and task_name). With ``extra`` given, the
+    Prometheus datasource variable is hidden: the dashboard only carries it along
+    its links."""
+    prometheus = _datasource("datasource", "Data source", "prometheus")
+    if extra is not None:
+        prometheus.hide = g.HIDE_VARIABLE
     return g.Templating(
         list=[
-            _datasource("datasource", "Data source", "prometheus"),
+            prometheus,
             _datasource("postgres", "PostgreSQL", "grafana-postgresql-datasource"),
-            _label("job", "Job", f"label_values({_ALWAYS}, job)"),
-            _label("instance", "Instance", f'label_values({_ALWAYS}{{job=~"$job"}}, instance)'),
-            _label(
-                "task_name",
-                "Task",
-                f"label_values({task_source}, {n.LABEL_TASK_NAME})",
-                all_value=TASK_ALL_VALUE,
-            ),
-            g.Template(
-                name="exporter_url",
-                label="Exporter URL",
-                query=DEFAULT_EXPORTER_URL,
-                default=DEFAULT_EXPORTER_URL,
-                type="textbox",
-            ),
+            *(_prometheus_variables() if extra is None else extra),
+            textbox("exporter_url", "Exporter URL", DEFAULT_EXPORTER_URL),
         ]
     )
 
 
-def history_link(title: str, path: str) -> dict[str, object]:
-    """A data link into the exporter's history API, as the browser reaches it."""
-    return {"title": title, "url": f"${{exporter_url}}{path}", "targetBlank": True}
-
-
-def task_detail_link() -> dict[str, object]:
-    """Per-series link from an overview panel to the task detail dashboard."""
-    return {
-        "title": "Task detail: ${__field.labels.task_name}",
-        "url": (
-            f"/d/{TASK_DETAIL_UID}/taskiq-task-detail?${{__url_time_range}}"
-            "&${datasource:queryparam}&${postgres:queryparam}&${job:queryparam}"
-            "&${instance:queryparam}&${exporter_url:queryparam}"
-            "&var-task_name=${__field.labels.task_name}"
-        ),
-    }
-
-
 def dashboard(
-    *, title: str, uid: str, description: str, rows: Sequence[tuple[str, Sequence[Cell]]]
+    *,
+    title: str,
+    uid: str,
+    description: str,
+    rows: Sequence[tuple[str, Sequence[Cell]]],
+    templating: g.Templating | None = None,
+    refresh: str = "30s",
+    since: str = "now-3h",
 ) -> g.Dashboard:
     return g.Dashboard(
         title=title,
@@ -107,11 +109,11 @@ def dashboard(
         description=description,
         tags=TAGS,
         timezone="browser",
-        refresh="30s",
-        time=g.Time("now-3h", "now"),
+        refresh=refresh,
+        time=g.Time(since, "now"),
         graphTooltip=g.GRAPH_TOOLTIP_MODE_SHARED_CROSSHAIR,
         editable=False,
-        templating=variables(),
+        templating=templating or variables(),
         links=[
             g.DashboardLink(
                 title="TaskIQ dashboards",

@@ -97,6 +97,9 @@ class Config:
     # The runbook the exporter service serves from the package (GET /runbook); with
     # the service elsewhere, `taskiq-exporter rules export --runbook-url` sets it.
     runbook_url: str = resources.DEFAULT_RUNBOOK_URL
+    # Where the alerts' dashboard_url annotations point: the Grafana that loads the
+    # dashboards (docker compose publishes it on 127.0.0.1:3000).
+    grafana_url: str = "http://127.0.0.1:3000"
     failure_rate_warning: FailureRateAlert = FailureRateAlert(
         severity="warning",
         threshold=TaskThreshold(0.05),

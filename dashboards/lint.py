@@ -5,11 +5,15 @@ Rule names follow dashboard-linter. Two deliberate differences, both stricter
 or documented: the PostgreSQL datasource variable is called ``postgres``
 (the linter only knows Prometheus), and selectors of recording rules, which
 are aggregated ``without (instance)``, need ``job`` and ``task_name``
-matchers but cannot carry an ``instance`` one (nor can ``ALERTS``).
+matchers but cannot carry an ``instance`` one (nor can ``ALERTS``). Dashboards
+without a Prometheus panel (history, execution) need no job or instance
+variable, and their query variables are SQL, held to the panels' SQL rules.
+The links between dashboards are checked across all of them (dashboards/links.py).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +55,13 @@ UNITS = frozenset(
         "dateTimeAsIso",
     ]
 )
-SQL_SHAPE = ("$__timeFilter(created_at)", "ORDER BY created_at DESC", "LIMIT 50")
+# A query of log rows reads the time range's partitions only, in an indexed order,
+# and a bounded number of them; a query of live rows reads the log's partial index.
+TIME_FILTER = "$__timeFilter(created_at)"
+LIVE_ROWS = "status IN ('pending', 'running')"
+MAX_ROWS = 500
+LOG_RELATIONS = frozenset({"task_execution_logs", sql.LOG_VIEW, sql.DETAILS_VIEW})
+_LIMIT = re.compile(r"\bORDER BY\b[^;]*\bLIMIT (\d+)\b")
 
 
 @dataclass(frozen=True)
@@ -73,21 +83,29 @@ def panels(data: Json) -> Iterator[Json]:
             yield panel
 
 
+def _prometheus_panels(data: Json) -> bool:
+    return any(_uid(p.get("datasource")) == "${datasource}" for p in panels(data))
+
+
 def _variables(data: Json) -> Iterator[Problem]:
     templates = {t["name"]: t for t in data.get("templating", {}).get("list", [])}
     for name, query in (("datasource", "prometheus"), ("postgres", DATASOURCE_VARS["${postgres}"])):
         t = templates.get(name, {})
         if t.get("type") != "datasource" or t.get("query") != query:
             yield Problem("template-datasource-rule", name, f"needs a {query} datasource variable")
-    alls = {"job": ALL_REGEX, "instance": ALL_REGEX, "task_name": TASK_ALL_VALUE}
+    prometheus = _prometheus_panels(data)
+    alls = {"job": ALL_REGEX, "instance": ALL_REGEX} if prometheus else {}
+    if prometheus or "task_name" in templates:
+        alls["task_name"] = TASK_ALL_VALUE
     for name, all_value in alls.items():
         t = templates.get(name)
         rule = f"template-{name.replace('_name', '')}-rule"
         if t is None:
             yield Problem(rule, name, "variable missing")
             continue
-        if _uid(t.get("datasource")) not in ("${datasource}", "$datasource"):
-            yield Problem(rule, name, "must query the $datasource variable")
+        wanted = ("${datasource}", "$datasource") if prometheus else ("${postgres}",)
+        if _uid(t.get("datasource")) not in wanted:
+            yield Problem(rule, name, f"must query the {wanted[0]} variable")
         if not (t.get("multi") and t.get("includeAll") and t.get("allValue") == all_value):
             yield Problem(rule, name, f"must be multi-select with All = {all_value!r}")
     for t in templates.values():
@@ -95,8 +113,36 @@ def _variables(data: Json) -> Iterator[Problem]:
             continue
         if t.get("refresh") != 2:
             yield Problem("template-on-time-change-reload-rule", t["name"], "refresh must be 2")
-        if not str(t.get("query", "")).startswith("label_values("):
+        if _uid(t.get("datasource")) == "${postgres}":
+            for problem in _sql(str(t.get("query", ""))):
+                yield Problem(problem.rule, f"variable {t['name']}", problem.message)
+        elif not str(t.get("query", "")).startswith("label_values("):
             yield Problem("template-label-promql-rule", t["name"], "use label_values(...)")
+
+
+def _sql(raw: str) -> Iterator[Problem]:
+    """The rules of one SQL query (a panel's or a variable's); ``where`` is left
+    to the caller."""
+    read = sql.relations(raw)
+    if read & LOG_RELATIONS and TIME_FILTER not in raw and LIVE_ROWS not in raw:
+        yield Problem("target-sql-rule", "", f"reads the log without {TIME_FILTER}")
+    if TIME_FILTER in raw:
+        limit = _LIMIT.search(raw)
+        if limit is None or int(limit[1]) > MAX_ROWS:
+            yield Problem(
+                "target-sql-rule", "", f"lists rows without ORDER BY ... LIMIT <= {MAX_ROWS}"
+            )
+    if read & sql.ROLLUPS and not {"$__timeFrom()", "$__timeTo()"} <= set(
+        re.findall(r"\$__time(?:From|To)\(\)", raw)
+    ):
+        yield Problem(
+            "target-sql-rule", "", "reads the rollups without $__timeFrom() and $__timeTo()"
+        )
+    for problem in sql.problems(raw):
+        yield Problem("target-sql-variable-rule", "", problem)
+    unreadable = read - sql.READER_RELATIONS
+    if unreadable:
+        yield Problem("target-sql-source-rule", "", f"the reader role cannot read {unreadable}")
 
 
 def _layout(data: Json) -> Iterator[Problem]:
@@ -184,16 +230,8 @@ def _targets(panel: Json, known: frozenset[str], task_metrics: frozenset[str]) -
     title = panel.get("title") or "<untitled>"
     for target in panel.get("targets", []):
         if "rawSql" in target:
-            missing = [part for part in SQL_SHAPE if part not in target["rawSql"]]
-            if missing:
-                yield Problem("target-sql-rule", title, f"SQL lacks {missing}")
-            for problem in sql.problems(target["rawSql"]):
-                yield Problem("target-sql-variable-rule", title, problem)
-            unreadable = sql.relations(target["rawSql"]) - sql.READER_RELATIONS
-            if unreadable:
-                yield Problem(
-                    "target-sql-source-rule", title, f"the reader role cannot read {unreadable}"
-                )
+            for problem in _sql(target["rawSql"]):
+                yield Problem(problem.rule, title, problem.message)
             continue
         try:
             found = selectors(target.get("expr", ""))

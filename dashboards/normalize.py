@@ -99,6 +99,8 @@ def _template(template: Json) -> Json:
         template["options"] = []
     if template["type"] == "textbox":
         template["current"] = {"text": template["query"], "value": template["query"]}
+    if template["type"] == "custom" and template.get("includeAll"):
+        template["current"] = {"text": ["All"], "value": ["$__all"]}
     return template
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dashboards import exporter_health, slo
+from dashboards import exporter_health, links, slo
 from dashboards import promql as q
 from dashboards import recording as rec
-from dashboards.common import OVERVIEW_UID, Board, dashboard, task_detail_link
+from dashboards.common import OVERVIEW_UID, Board, dashboard
 from dashboards.config import Config
 from dashboards.panels import Cell, Query, prometheus_table, stat, tile, timeseries
 from dashboards.sections import (
@@ -85,7 +85,7 @@ def _health(cfg: Config) -> list[Cell]:
 
 
 def _throughput() -> list[Cell]:
-    link = [task_detail_link()]
+    link = [links.series_task_detail()]
     return [
         Cell(
             timeseries(
@@ -145,7 +145,7 @@ def _ratios(cfg: Config) -> list[Cell]:
                 "percentunit",
                 [Query(q.ratio(n.TASKS_COMPLETED, SUCCESS, by=TASK), "{{task_name}}")],
                 max_value=1,
-                links=[task_detail_link()],
+                links=[links.series_task_detail()],
             )
         ),
         Cell(failure_ratio_panel(cfg)),
@@ -211,8 +211,18 @@ def build(cfg: Config) -> Board:
                 Cell(
                     prometheus_table(
                         FIRING_ALERTS,
-                        "TaskIQ alerts firing now, from Prometheus; empty while all is well.",
+                        "TaskIQ alerts firing now, from Prometheus; empty while all is well. "
+                        "Click a task for its failed attempts in the history dashboard.",
                         [Query(firing)],
+                        links={
+                            TASK: [
+                                links.history(
+                                    "Failed attempts of this task",
+                                    task="${__value.raw:percentencode}",
+                                    status="failed",
+                                )
+                            ]
+                        },
                     ),
                     24,
                     6,

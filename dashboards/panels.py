@@ -3,7 +3,7 @@ datasource variable by construction (the lint tests check the result anyway)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,7 +112,21 @@ def stat(
     )
 
 
-def prometheus_table(title: str, description: str, queries: Sequence[Query]) -> g.Table:
+def prometheus_table(
+    title: str,
+    description: str,
+    queries: Sequence[Query],
+    *,
+    links: Mapping[str, Sequence[dict[str, Any]]] | None = None,
+) -> g.Table:
+    """An instant Prometheus table, one row per series; ``links`` per column."""
+    overrides = [
+        {
+            "matcher": {"id": "byName", "options": column},
+            "properties": [{"id": "links", "value": list(column_links)}],
+        }
+        for column, column_links in (links or {}).items()
+    ]
     return g.Table(
         title=title,
         description=description,
@@ -120,8 +134,13 @@ def prometheus_table(title: str, description: str, queries: Sequence[Query]) -> 
         dataSource=PROMETHEUS,
         targets=_targets(queries, table=True),
         transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True}}}],
+        overrides=overrides,
         thresholds=_steps(BASE),
     )
+
+
+def _target(sql: str) -> g.SqlTarget:
+    return g.SqlTarget(rawSql=sql, format="table", refId="A", datasource=POSTGRES)
 
 
 def sql_table(
@@ -129,28 +148,84 @@ def sql_table(
     description: str,
     sql: str,
     *,
-    units: dict[str, str],
-    links: dict[str, dict[str, Any]],
+    units: Mapping[str, str],
+    links: Mapping[str, Sequence[dict[str, Any]]],
+    hidden: Sequence[str] = (),
+    page: bool = False,
+    time_from: str | None = None,
+    cell_colors: Mapping[str, Steps] | None = None,
 ) -> g.Table:
-    """A PostgreSQL table panel; ``units`` and ``links`` are per column."""
+    """A PostgreSQL table panel; ``units`` and ``links`` are per column, ``hidden``
+    columns stay in the data (data links read them) but are not shown; ``page``
+    turns on Grafana's pagination; ``time_from`` is a relative time override."""
     properties: dict[str, list[dict[str, Any]]] = {}
     for column, unit in units.items():
         properties.setdefault(column, []).append({"id": "unit", "value": unit})
-    for column, link in links.items():
-        properties.setdefault(column, []).append({"id": "links", "value": [link]})
+    for column, column_links in links.items():
+        properties.setdefault(column, []).append({"id": "links", "value": list(column_links)})
+    for column in hidden:
+        properties.setdefault(column, []).append({"id": "custom.hidden", "value": True})
+    for column, steps in (cell_colors or {}).items():
+        properties.setdefault(column, []).extend(
+            [
+                {"id": "thresholds", "value": {"mode": "absolute", "steps": _json_steps(steps)}},
+                {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+            ]
+        )
     overrides = [
         {"matcher": {"id": "byName", "options": column}, "properties": props}
         for column, props in properties.items()
     ]
+    # Long error messages wrap; a click on a cell shows the whole value (inspect).
+    extra: dict[str, Any] = {
+        "fieldConfig": {
+            "defaults": {
+                "custom": {"inspect": True, "cellOptions": {"type": "auto", "wrapText": True}}
+            }
+        },
+        "options": {
+            "cellHeight": "sm",
+            "footer": {"show": False, "reducer": ["count"], "enablePagination": page},
+        },
+    }
     return g.Table(
         title=title,
         description=description,
         unit="none",
         dataSource=POSTGRES,
-        targets=[g.SqlTarget(rawSql=sql, format="table", refId="A", datasource=POSTGRES)],
+        targets=[_target(sql)],
         overrides=overrides,
         filterable=True,
         thresholds=_steps(BASE),
+        timeFrom=time_from,
+        extraJson=extra,
+    )
+
+
+def _json_steps(steps: Steps) -> list[dict[str, Any]]:
+    return [{"color": color, "value": value} for color, value in steps]
+
+
+def sql_text(title: str, description: str, sql: str) -> g.Logs:
+    """A PostgreSQL query whose first text column is shown as log lines: monospace,
+    newlines kept, long lines wrapped (Grafana has no monospace table cell)."""
+    return g.Logs(
+        title=title,
+        description=description,
+        dataSource=POSTGRES,
+        targets=[_target(sql)],
+        showTime=False,
+        wrapLogMessages=True,
+        sortOrder="Ascending",
+        enableLogDetails=False,
+        extraJson={
+            "fieldConfig": {
+                "defaults": {
+                    "unit": "none",
+                    "thresholds": {"mode": "absolute", "steps": _json_steps(BASE)},
+                }
+            }
+        },
     )
 
 

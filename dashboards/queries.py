@@ -4,13 +4,16 @@ live test that runs them against a real Prometheus."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
-from dashboards import promql, sql
-from dashboards.common import ALL_REGEX, TASK_ALL_VALUE, variables
+from dashboards import links, promql
+from dashboards.common import ALL_REGEX, TASK_ALL_VALUE
 from dashboards.config import DEFAULT, Config
+from dashboards.interpolation import ALL, TimeRange, Value, Variable, expand
 from dashboards.lint import Problem, lint, panels
+from dashboards.log_sql import ATTEMPT, ERROR, STATUS, TASK
 from dashboards.normalize import normalize
 from dashboards.recording import recorded_names
 from dashboards.render import boards
@@ -44,14 +47,15 @@ def panel_queries(cfg: Config = DEFAULT) -> list[PanelQuery]:
 @dataclass(frozen=True)
 class SqlQuery:
     dashboard: str
-    panel: str
+    panel: str  # a panel's title, or "variable <name>"
     sql: str
+    time_from: str | None = None  # the panel's relative time override ("24h")
 
 
 def sql_queries(cfg: Config = DEFAULT) -> list[SqlQuery]:
     """Every PostgreSQL query of every panel."""
     return [
-        SqlQuery(uid, panel["title"], target["rawSql"])
+        SqlQuery(uid, panel["title"], target["rawSql"], panel.get("timeFrom"))
         for uid, board in boards(cfg).items()
         for panel in panels(normalize(board.dashboard))
         for target in panel.get("targets", [])
@@ -59,19 +63,46 @@ def sql_queries(cfg: Config = DEFAULT) -> list[SqlQuery]:
     ]
 
 
-def all_values() -> dict[str, str]:
-    """The custom "All" value of every variable that has one, by name."""
-    return {t.name: t.allValue for t in variables().list if getattr(t, "allValue", None)}
+def sql_variable_queries(cfg: Config = DEFAULT) -> list[SqlQuery]:
+    """Every query variable that runs SQL."""
+    return [
+        SqlQuery(uid, f"variable {t['name']}", t["query"])
+        for uid, board in boards(cfg).items()
+        for t in normalize(board.dashboard)["templating"]["list"]
+        if t["type"] == "query" and t.get("datasource", {}).get("uid") == "${postgres}"
+    ]
+
+
+def grafana_variables(cfg: Config = DEFAULT) -> dict[str, Variable]:
+    """What Grafana knows of each variable the SQL uses (the same on every dashboard
+    that has it)."""
+    found: dict[str, Variable] = {}
+    for board in boards(cfg).values():
+        for t in normalize(board.dashboard)["templating"]["list"]:
+            if t["type"] in ("query", "custom", "textbox"):
+                found.setdefault(t["name"], Variable.from_json(t))
+    return found
+
+
+# What the SQL variables hold when a dashboard opens: every task, every status,
+# empty text boxes.
+DEFAULT_VALUES: dict[str, Value] = {TASK: ALL, STATUS: ALL, ERROR: "", ATTEMPT: ""}
 
 
 def substitute_sql(
-    raw: str, *, start: str, end: str, task_names: Sequence[str] | None = None
+    raw: str,
+    *,
+    start: str,
+    end: str,
+    task_names: Sequence[str] | None = None,
+    values: Mapping[str, Value] | None = None,
 ) -> str:
-    """``raw`` as Grafana's PostgreSQL datasource sends it (ISO 8601 UTC bounds) with
-    ``task_names`` selected in the task_name variable; None selects "All"."""
-    time_filter = re.compile(r"\$__timeFilter\((\w+)\)")
-    raw = time_filter.sub(rf"\1 BETWEEN '{start}' AND '{end}'", raw)
-    return sql.interpolate(raw, selected={"task_name": task_names}, all_values=all_values())
+    """``raw`` as Grafana's PostgreSQL datasource sends it (RFC 3339 UTC bounds) with
+    ``task_names`` selected in the task_name variable (None: "All") and ``values``
+    in the others (by default those of DEFAULT_VALUES)."""
+    chosen = {**DEFAULT_VALUES, TASK: task_names, **(values or {})}
+    time = TimeRange(datetime.fromisoformat(start), datetime.fromisoformat(end))
+    return expand(raw, time=time, known=grafana_variables(), values=chosen)
 
 
 @dataclass(frozen=True)
@@ -137,6 +168,9 @@ def lint_all(cfg: Config = DEFAULT) -> list[Problem]:
     """Problems of every generated dashboard (empty when all is well)."""
     known, tasks = known_metrics(cfg), task_metrics(cfg)
     problems: list[Problem] = []
-    for board in boards(cfg).values():
-        problems += lint(normalize(board.dashboard), known=known, task_metrics=tasks)
+    dashboards = {uid: normalize(board.dashboard) for uid, board in boards(cfg).items()}
+    for data in dashboards.values():
+        problems += lint(data, known=known, task_metrics=tasks)
+    for problem in links.problems(dashboards):
+        problems.append(Problem("link-target-rule", "links", problem))
     return problems

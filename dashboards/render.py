@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dashboards import overview, task_detail
-from dashboards.common import OVERVIEW_UID, TASK_DETAIL_UID, Board
+from dashboards import execution, history, overview, task_detail
+from dashboards.common import EXECUTION_UID, HISTORY_UID, OVERVIEW_UID, TASK_DETAIL_UID, Board
 from dashboards.config import DEFAULT, Config
 from dashboards.normalize import to_json
 from dashboards.rules import rules_document
@@ -38,8 +38,13 @@ def render_example_slo_rules(cfg: Config) -> str:
 
 
 def boards(cfg: Config = DEFAULT) -> dict[str, Board]:
-    """Both dashboards, by uid (also their file name)."""
-    return {OVERVIEW_UID: overview.build(cfg), TASK_DETAIL_UID: task_detail.build(cfg)}
+    """Every dashboard, by uid (also its file name)."""
+    return {
+        OVERVIEW_UID: overview.build(cfg),
+        TASK_DETAIL_UID: task_detail.build(cfg),
+        HISTORY_UID: history.build(cfg),
+        EXECUTION_UID: execution.build(cfg),
+    }
 
 
 def artefacts(cfg: Config = DEFAULT) -> dict[Path, str]:

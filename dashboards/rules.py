@@ -6,9 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from dashboards import recording as rec
+from dashboards.common import HISTORY_UID, OVERVIEW_UID
 from dashboards.config import Config, FailureRateAlert, LatencyAlert, TaskThreshold, seconds
 from dashboards.promql import regex_escape
 from exporter.metrics import names as n
+from exporter.slo.links import TASK_PARAM, alert_url, last
 from exporter.slo.model import HISTOGRAM, Kind
 from exporter.slo.recording import OBJECTIVE, SLO
 
@@ -30,6 +32,16 @@ ALERT_NAMES = (
     EXPORTER_DOWN,
     LOG_PERSISTENCE_FAILING,
 )
+
+
+def history_url(cfg: Config, *durations: str, status: str | None, task: bool = True) -> str:
+    """The alert's dashboard_url: the history dashboard for its task (or every
+    task), the status it is about, over its window and its for duration."""
+    params = [TASK_PARAM] if task else []
+    if status is not None:
+        params.append(f"var-status={status}")
+    since = last(sum(seconds(d) for d in durations))
+    return alert_url(cfg.grafana_url, HISTORY_UID, *params, *since)
 
 
 def above(series: str, threshold: TaskThreshold) -> str:
@@ -59,6 +71,8 @@ def _alert(
     for_: str,
     summary: str,
     description: str,
+    *,
+    dashboard: str,
     **labels: str,
 ) -> Rule:
     return {
@@ -70,6 +84,7 @@ def _alert(
             "summary": summary,
             "description": description,
             "runbook_url": f"{cfg.runbook_url}#{name.lower()}",
+            "dashboard_url": dashboard,
         },
     }
 
@@ -87,6 +102,7 @@ def _failure_rate(cfg: Config, name: str, a: FailureRateAlert) -> Rule:
         f"{{{{ $value | humanizePercentage }}}} of its attempts over the last {a.window} "
         f"(threshold {a.threshold.default:.0%} unless overridden, "
         f"at least {a.min_completions} completions).",
+        dashboard=history_url(cfg, a.window, a.for_, status="failed"),
     )
 
 
@@ -102,6 +118,7 @@ def _latency(cfg: Config, name: str, kind: Kind, a: LatencyAlert, what: str) -> 
         f"p95 {what} of {{{{ $labels.task_name }}}} (job {{{{ $labels.job }}}}) is "
         f"{{{{ $value | humanizeDuration }}}} over the last {a.window} "
         f"(threshold {a.threshold.default:g}s unless overridden).",
+        dashboard=history_url(cfg, a.window, a.for_, status=None),
         cause=f"p95_{what.replace(' ', '_')}",
     )
 
@@ -128,6 +145,13 @@ def alerting_rules(cfg: Config) -> list[Rule]:
             "The oldest pending task of job {{ $labels.job }} has waited "
             "{{ $value | humanizeDuration }} for a worker "
             f"(threshold {cfg.oldest_pending.seconds:g}s).",
+            dashboard=history_url(
+                cfg,
+                f"{cfg.oldest_pending.seconds:g}s",
+                cfg.oldest_pending.for_,
+                status="pending",
+                task=False,
+            ),
             cause="oldest_pending",
         ),
         _alert(
@@ -139,6 +163,8 @@ def alerting_rules(cfg: Config) -> list[Rule]:
             "Tasks are in progress but none has completed for a long time.",
             "{{ $value }} attempts of {{ $labels.task_name }} (job {{ $labels.job }}) are "
             f"in progress and none completed in the last {stuck.window}.",
+            # A stuck attempt may have been sent long before the alert's window.
+            dashboard=history_url(cfg, "1d", status="running"),
         ),
         _alert(
             cfg,
@@ -150,6 +176,7 @@ def alerting_rules(cfg: Config) -> list[Rule]:
             "{{ if $labels.instance }}Target {{ $labels.instance }} of job {{ $labels.job }} "
             "is down{{ else }}No target of job {{ $labels.job }} is discovered{{ end }}: "
             "TaskIQ metrics and task alerts are blind.",
+            dashboard=alert_url(cfg.grafana_url, OVERVIEW_UID, "from=now-1h", "to=now"),
         ),
         _alert(
             cfg,
@@ -160,6 +187,7 @@ def alerting_rules(cfg: Config) -> list[Rule]:
             "The execution log is losing rows.",
             '{{ $labels.instance }} dropped {{ $value | printf "%.2f" }} execution log rows/s '
             f"over the last {log.window}: the buffer is full and history is being lost.",
+            dashboard=alert_url(cfg.grafana_url, OVERVIEW_UID, "from=now-1h", "to=now"),
             cause="rows_dropped",
         ),
         _alert(
@@ -172,6 +200,7 @@ def alerting_rules(cfg: Config) -> list[Rule]:
             "{{ $labels.instance }} keeps failing to write execution log batches "
             f'({{{{ $value | printf "%.2f" }}}}/s over the last {log.window}, '
             f"for {log.errors_for}).",
+            dashboard=alert_url(cfg.grafana_url, OVERVIEW_UID, "from=now-1h", "to=now"),
             cause="write_errors",
         ),
     ]

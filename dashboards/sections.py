@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from grafanalib import core as g
 
+from dashboards import links
 from dashboards import promql as q
 from dashboards import recording as rec
-from dashboards.common import TASK_ALL_LITERAL, history_link
 from dashboards.config import Config, LatencyAlert
+from dashboards.log_sql import RANGE_COLUMNS, RANGE_FROM, RANGE_TO, task_filter
 from dashboards.panels import Query, Steps, sql_table, timeseries
-from dashboards.sql import LOG_VIEW, SAFE_FORMAT
+from dashboards.sql import LOG_VIEW
 from exporter.metrics import names as n
 
 TASK = n.LABEL_TASK_NAME
-HISTORY = "/api/v1/monitoring/history"
 
 
 def success_steps(cfg: Config) -> Steps:
@@ -81,14 +81,6 @@ def latency_panels(cfg: Config) -> tuple[g.TimeSeries, g.TimeSeries]:
     )
 
 
-def task_filter() -> str:
-    """The SQL condition for the task_name variable. Its values arrive as quoted SQL
-    literals (sqlstring escapes them); "All" arrives as the literal of
-    common.TASK_ALL_VALUE, as Grafana inserts a custom all value unformatted."""
-    values = f"${{{TASK}:{SAFE_FORMAT}}}"
-    return f"('{TASK_ALL_LITERAL}' IN ({values}) OR {TASK} IN ({values}))"
-
-
 def recent_executions(title: str, *, failed_only: bool) -> g.Table:
     status = "\n  AND status = 'failed'" if failed_only else ""
     # The shape PostgreSQL answers from an index in milliseconds at 10M rows:
@@ -96,7 +88,8 @@ def recent_executions(title: str, *, failed_only: bool) -> g.Table:
     # the log has neither params nor tracebacks (grants.sql).
     sql = (
         'SELECT\n  id,\n  created_at AS "time",\n  task_name,\n  status,\n  attempt,\n'
-        "  task_id,\n  duration_ms,\n  queue_wait_ms,\n  worker_host,\n  error_message\n"
+        "  task_id,\n  duration_ms,\n  queue_wait_ms,\n  worker_host,\n  error_message,\n"
+        f"{RANGE_COLUMNS}\n"
         f"FROM {LOG_VIEW}\n"
         "WHERE $__timeFilter(created_at)\n"
         f"  AND {task_filter()}"
@@ -105,19 +98,32 @@ def recent_executions(title: str, *, failed_only: bool) -> g.Table:
         "LIMIT 50"
     )
     what = "failed attempts" if failed_only else "attempts"
+    task = "${__value.raw:percentencode}"
     return sql_table(
         title,
         f"The 50 most recent {what} of the selected tasks in the time range, from the "
-        "execution log in PostgreSQL. Click an id for the full record with its traceback "
-        "(history API at the Exporter URL variable; with an API token set, open it with "
-        "curl -H 'Authorization: Bearer ...').",
+        "execution log in PostgreSQL. Click an id for the attempt with its params and "
+        "traceback (TaskIQ execution dashboard), a task for its history; the same "
+        "records in the exporter's API are the second links (with an API token set, "
+        "open them with curl -H 'Authorization: Bearer ...').",
         sql,
         units={"duration_ms": "ms", "queue_wait_ms": "ms", "attempt": "none", "id": "none"},
         links={
-            "id": history_link("Record and traceback", f"{HISTORY}/${{__value.raw}}"),
-            TASK: history_link(
-                "Failed attempts of this task",
-                f"{HISTORY}?task_name=${{__value.raw:percentencode}}&status=failed&page_size=20",
-            ),
+            "id": [
+                links.execution("Attempt, params and traceback"),
+                links.api_link("Record and traceback (API)", "/history/${__value.raw}"),
+            ],
+            TASK: [
+                links.history(
+                    "History of this task" + (" (failed)" if failed_only else ""),
+                    task=task,
+                    status="failed" if failed_only else None,
+                ),
+                links.api_link(
+                    "Failed attempts of this task (API)",
+                    f"/history?task_name={task}&status=failed&page_size=20",
+                ),
+            ],
         },
+        hidden=(RANGE_FROM, RANGE_TO),
     )

@@ -19,9 +19,12 @@ from dataclasses import dataclass
 
 SAFE_FORMAT = "sqlstring"
 # What Grafana's role may SELECT (exporter/assets/postgres/grants.sql): the
-# execution log without params and tracebacks, and the rollups.
+# execution log without params and tracebacks, one attempt's redacted params and
+# traceback (unless grants.sql ran with reader_details=off), and the rollups.
 LOG_VIEW = "task_execution_logs_redacted"
-READER_RELATIONS = frozenset({LOG_VIEW, "task_execution_rollups", "task_execution_rollups_hourly"})
+DETAILS_VIEW = "task_execution_details"
+ROLLUPS = frozenset({"task_execution_rollups", "task_execution_rollups_hourly"})
+READER_RELATIONS = frozenset({LOG_VIEW, DETAILS_VIEW, *ROLLUPS})
 # Grafana's variable syntaxes (public/app/features/variables/utils.ts): $var,
 # [[var]], [[var:fmt]], ${var}, ${var.field}, ${var:fmt}.
 _REFERENCE = re.compile(
@@ -47,6 +50,11 @@ _PLACES = {
     "dollar": "a dollar-quoted string",
 }
 _RELATION = re.compile(r"\b(?:FROM|JOIN)\s+(?P<name>[A-Za-z_][\w.]*)", re.IGNORECASE)
+# A common table expression's name: `WITH name AS (` or `, name AS MATERIALIZED (`.
+_CTE = re.compile(
+    r"(?:\bWITH|,)\s+(?P<name>[A-Za-z_]\w*)\s+AS\s+(?:NOT\s+)?(?:MATERIALIZED\s+)?\(",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -104,10 +112,12 @@ def problems(sql: str) -> list[str]:
 
 
 def relations(sql: str) -> set[str]:
-    """The tables and views named after FROM or JOIN outside literals and comments
-    (conservative: ``EXTRACT(epoch FROM col)`` would name ``col``)."""
+    """The tables and views named after FROM or JOIN outside literals and comments,
+    common table expressions left out (conservative: ``EXTRACT(epoch FROM col)``
+    would name ``col``)."""
     code = " ".join(text for where, text in _segments(sql) if where == "code")
-    return {m["name"].lower() for m in _RELATION.finditer(code)}
+    ctes = {m["name"].lower() for m in _CTE.finditer(code)}
+    return {m["name"].lower() for m in _RELATION.finditer(code)} - ctes
 
 
 def sqlstring(values: Sequence[str]) -> str:

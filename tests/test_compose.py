@@ -96,7 +96,7 @@ def test_grafana_datasources_point_at_services() -> None:
         assert _host(datasource["url"]) in SERVICES, datasource["url"]
 
 
-def test_grafana_loads_both_generated_dashboards() -> None:
+def test_grafana_loads_every_generated_dashboard() -> None:
     provider = yaml.safe_load(
         (ROOT / "grafana" / "provisioning" / "dashboards" / "taskiq.yml").read_text()
     )["providers"][0]
@@ -110,7 +110,7 @@ def test_grafana_loads_both_generated_dashboards() -> None:
         for p in (ROOT / "exporter" / "assets" / "dashboards").glob("*.json")
     }
     assert set(mounted.values()) == generated
-    assert len(generated) == 2
+    assert len(generated) == 4
 
 
 def test_exporter_sums_the_worker_processes() -> None:

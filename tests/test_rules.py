@@ -118,6 +118,8 @@ def test_per_task_thresholds_override_the_default(tmp_path: Path) -> None:
             "description": "p95 duration of mail:send (job taskiq-exporter) is 9m 45s over "
             "the last 5m (threshold 300s unless overridden).",
             "runbook_url": f"{cfg.runbook_url}#taskiqtaskdurationhigh",
+            "dashboard_url": f"{cfg.grafana_url}/d/taskiq-history/taskiq-history"
+            "?var-task_name=mail%3Asend&from=now-20m&to=now",
         },
     }
     test = {

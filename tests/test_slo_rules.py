@@ -5,16 +5,26 @@ and `taskiq-exporter rules export --slos`."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import yaml
 
+from dashboards import links
+from dashboards.common import HISTORY_UID, TASK_DETAIL_UID
 from dashboards.config import DEFAULT
-from dashboards.render import RULES_FILE, SLO_EXAMPLE, SLO_RULES_FILE, render_example_slo_rules
+from dashboards.render import (
+    DASHBOARDS_DIR,
+    RULES_FILE,
+    SLO_EXAMPLE,
+    SLO_RULES_FILE,
+    render_example_slo_rules,
+)
 from dashboards.rules import alerting_rules as static_alerts
 from exporter.cli import main
 from exporter.slo.alerts import ALERT_NAMES, alerting_rules, rules_document
@@ -119,6 +129,37 @@ def test_every_slo_alert_keeps_the_alert_contract(rule: dict[str, Any]) -> None:
         assert needed in notes["description"]
     anchor = notes["runbook_url"].rsplit("#", 1)[1]
     assert anchor in {h.lower() for h in re.findall(r"^## (\w+)$", RUNBOOK.read_text(), re.M)}
+    assert notes["dashboard_url"].startswith(f"{DEFAULT.grafana_url}/d/")
+
+
+def test_every_slo_alert_links_to_the_dashboard_of_its_task_over_its_windows() -> None:
+    """Success burns open the task's failed attempts in the history; latency and
+    queue-wait burns its task detail dashboard (percentiles, burn rates, budget);
+    over the severity's longest window. The links pass the dashboards' link check."""
+    loaded = (json.loads(p.read_text()) for p in DASHBOARDS_DIR.glob("*.json"))
+    targets = {data["uid"]: links.variables(data) for data in loaded}
+    rules = yaml.safe_load(SLO_RULES_FILE.read_text())
+    alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    assert {a["labels"]["slo"] for a in alerts} == set(ALERT_NAMES)
+    for alert in alerts:
+        url = alert["annotations"]["dashboard_url"].removeprefix(DEFAULT.grafana_url)
+        filled = url.replace("{{ $labels.task_name | urlquery }}", "billing%3Acharge")
+        assert links.url_problems(filled, source=frozenset(), targets=targets) == []
+        query = parse_qs(urlsplit(filled).query)
+        assert query["var-task_name"] == ["billing:charge"]
+        longest = {"critical": "6h", "warning": "72h"}[alert["labels"]["severity"]]
+        assert (query["from"], query["to"]) == ([f"now-{longest}"], ["now"])
+        if alert["labels"]["slo"] == "success":
+            assert url.startswith(f"/d/{HISTORY_UID}/")
+            assert query["var-status"] == ["failed"]
+        else:
+            assert url.startswith(f"/d/{TASK_DETAIL_UID}/")
+
+
+def test_slo_alert_links_follow_the_test_profile() -> None:
+    fast = _rules("slos: [{task_name: a:b, success: 0.99}]", Profile(speedup=60))
+    urls = [r["annotations"]["dashboard_url"] for r in fast if "alert" in r]
+    assert [u.rsplit("&from=", 1)[1] for u in urls] == ["now-6m&to=now", "now-72m&to=now"]
 
 
 def test_the_example_rules_are_committed_and_pass_promtool_check() -> None:
@@ -192,15 +233,17 @@ def test_rules_export_with_slos_writes_both_files(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_rules_export_with_slos_follows_job_and_runbook(tmp_path: Path) -> None:
+def test_rules_export_with_slos_follows_job_runbook_and_grafana(tmp_path: Path) -> None:
     slos = tmp_path / "slos.yml"
     slos.write_text("slos:\n  - task_name: app.tasks:send_email\n    success: 0.99\n")
     args = ["rules", "export", str(tmp_path / "out"), "--slos", str(slos)]
-    assert main([*args, "--job", "prod", "--runbook-url", "https://wiki.example/rb"]) == 0
+    urls = ["--runbook-url", "https://wiki.example/rb", "--grafana-url", "https://g.example"]
+    assert main([*args, "--job", "prod", *urls]) == 0
     text = (tmp_path / "out" / RULES_NAME).read_text()
     assert 'job="prod"' in text
     assert 'job="taskiq-exporter"' not in text
     assert "runbook_url: https://wiki.example/rb#taskiqtasksuccessbudgetburn" in text
+    assert "dashboard_url: https://g.example/d/taskiq-history/taskiq-history?" in text
 
 
 def test_rules_export_refuses_a_bad_slo_file_with_its_line(

@@ -43,6 +43,12 @@ def register(sub: Any) -> None:
         f"(default {resources.DEFAULT_RUNBOOK_URL}: the service's own GET /runbook)",
     )
     export.add_argument(
+        "--grafana-url",
+        default=resources.DEFAULT_GRAFANA_URL,
+        help="the Grafana that loads the dashboards, which each alert's dashboard_url opens "
+        f"(default {resources.DEFAULT_GRAFANA_URL}: docker compose's)",
+    )
+    export.add_argument(
         "--slos",
         type=Path,
         metavar="FILE",
@@ -71,17 +77,22 @@ def run_dashboards(args: argparse.Namespace, _extra: list[str]) -> int:
 
 def run_rules(args: argparse.Namespace, _extra: list[str]) -> int:
     try:
-        files = {_rules_name(): resources.rules_text(job=args.job, runbook_url=args.runbook_url)}
+        # The SLO rules are rendered, not rewritten: they take the base as rules_text checks it.
+        rules = resources.rules_text(
+            job=args.job, runbook_url=args.runbook_url, grafana_url=args.grafana_url
+        )
+        files = {_rules_name(): rules}
         if args.slos is not None:
-            files[RULES_NAME] = _slo_rules(args.slos, job=args.job, runbook_url=args.runbook_url)
+            files[RULES_NAME] = render_slo_rules(
+                load(args.slos),
+                job=args.job,
+                runbook_url=args.runbook_url,
+                grafana_url=resources.check_grafana_url(args.grafana_url),
+            )
     except ValueError as exc:  # SloConfigError too: one line per problem
         print(f"taskiq-exporter rules export: {exc}", file=sys.stderr)
         return 2
     return _export(args.directory, files, check=args.check)
-
-
-def _slo_rules(path: Path, *, job: str, runbook_url: str) -> str:
-    return render_slo_rules(load(path), job=job, runbook_url=runbook_url)
 
 
 def _export(directory: Path, files: dict[str, str], *, check: bool) -> int:

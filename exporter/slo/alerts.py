@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from exporter.resources import DEFAULT_GRAFANA_URL
 from exporter.slo.budget import view_rules
+from exporter.slo.links import HISTORY_UID, TASK_DETAIL_UID, TASK_PARAM, alert_url, last
 from exporter.slo.model import KINDS, Kind, SloFile, TaskSlo
 from exporter.slo.recording import (
     BUDGET_REMAINING,
@@ -83,7 +85,20 @@ def _condition(cfg: SloFile, profile: Profile, entry: TaskSlo, kind: Kind, burn:
     )
 
 
-def _alert(cfg: SloFile, profile: Profile, runbook_url: str, kind: Kind, severity: str) -> Rule:
+def _dashboard_url(grafana_url: str, profile: Profile, kind: Kind, burns: list[BurnWindow]) -> str:
+    """Where the alert opens: the task's failed attempts in the history for the
+    success objective; the task detail dashboard, with its percentiles and burn
+    rates, for latency and queue wait. Over the severity's longest window (its
+    ``for`` is minutes beside hours)."""
+    since = last(max(profile.seconds(b.long) for b in burns))
+    if kind == "success":
+        return alert_url(grafana_url, HISTORY_UID, TASK_PARAM, "var-status=failed", *since)
+    return alert_url(grafana_url, TASK_DETAIL_UID, TASK_PARAM, *since)
+
+
+def _alert(
+    cfg: SloFile, profile: Profile, kind: Kind, severity: str, *, runbook_url: str, grafana_url: str
+) -> Rule:
     burns = [b for b in profile.burn_windows if b.severity == severity]
     expr = "\nor\n".join(
         f"(\n{_condition(cfg, profile, entry, kind, b)}\n)"
@@ -100,13 +115,16 @@ def _alert(cfg: SloFile, profile: Profile, runbook_url: str, kind: Kind, severit
             "summary": f"A task burns its {_WHAT[kind]} error budget too fast.",
             "description": _description(kind),
             "runbook_url": f"{runbook_url}#{name.lower()}",
+            "dashboard_url": _dashboard_url(grafana_url, profile, kind, burns),
         },
     }
 
 
-def alerting_rules(cfg: SloFile, profile: Profile, runbook_url: str) -> list[Rule]:
+def alerting_rules(
+    cfg: SloFile, profile: Profile, runbook_url: str, grafana_url: str = DEFAULT_GRAFANA_URL
+) -> list[Rule]:
     return [
-        _alert(cfg, profile, runbook_url, kind, severity)
+        _alert(cfg, profile, kind, severity, runbook_url=runbook_url, grafana_url=grafana_url)
         for kind in KINDS
         if owners(cfg, kind)
         for severity in ("critical", "warning")
@@ -114,7 +132,12 @@ def alerting_rules(cfg: SloFile, profile: Profile, runbook_url: str) -> list[Rul
 
 
 def rules_document(
-    cfg: SloFile, *, job: str, runbook_url: str, profile: Profile | None = None
+    cfg: SloFile,
+    *,
+    job: str,
+    runbook_url: str,
+    grafana_url: str = DEFAULT_GRAFANA_URL,
+    profile: Profile | None = None,
 ) -> dict[str, Any]:
     """The SLO rules file: SLIs, the views of the dashboards and the alerts."""
     profile = profile or Profile()
@@ -124,6 +147,9 @@ def rules_document(
                 "name": "taskiq.slo.recording",
                 "rules": [*sli_rules(cfg, profile, job), *view_rules(cfg, profile)],
             },
-            {"name": "taskiq.slo.alerts", "rules": alerting_rules(cfg, profile, runbook_url)},
+            {
+                "name": "taskiq.slo.alerts",
+                "rules": alerting_rules(cfg, profile, runbook_url, grafana_url),
+            },
         ]
     }

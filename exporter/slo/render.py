@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from exporter.resources import DEFAULT_GRAFANA_URL
 from exporter.slo.alerts import rules_document
 from exporter.slo.load import yaml_module
 from exporter.slo.model import SloFile
@@ -34,8 +35,16 @@ def dump_rules(document: dict[str, Any]) -> str:
 
 
 def render_slo_rules(
-    cfg: SloFile, *, job: str, runbook_url: str, profile: Profile | None = None
+    cfg: SloFile,
+    *,
+    job: str,
+    runbook_url: str,
+    grafana_url: str = DEFAULT_GRAFANA_URL,
+    profile: Profile | None = None,
 ) -> str:
-    """The SLO rules file for ``cfg``."""
-    document = rules_document(cfg, job=job, runbook_url=runbook_url, profile=profile)
+    """The SLO rules file for ``cfg``; its alerts link to ``runbook_url`` and to the
+    dashboards of the Grafana at ``grafana_url``."""
+    document = rules_document(
+        cfg, job=job, runbook_url=runbook_url, grafana_url=grafana_url, profile=profile
+    )
     return HEADER + dump_rules(document)

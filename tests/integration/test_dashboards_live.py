@@ -2,7 +2,8 @@
 scraping the real exporter service while a real worker (2 processes, Redis broker,
 PostgreSQL log) processes a workload with failures; the failure-rate recording
 rule checked against the failure share the workload implies; and every SQL panel
-run as Grafana's reader role, with the task_name variable as Grafana fills it in.
+run as Grafana's reader role, with the task_name variable as Grafana fills it in
+(and the execution dashboard's attempt box on a failed attempt).
 Each component connects with its own role (exporter/assets/postgres/).
 
 Needs Redis, PostgreSQL, psql, the ``prometheus`` binary and the ``taskiq-exporter``
@@ -46,7 +47,14 @@ from exporter.slo.load import parse
 from exporter.slo.render import render_slo_rules
 from exporter.slo.windows import Profile
 from tests.helpers.waiting import wait_for
-from tests.integration.test_db_roles import Roles, create_roles, drop_roles, grant, panel_rows
+from tests.integration.test_db_roles import (
+    Roles,
+    create_roles,
+    drop_roles,
+    first_failed,
+    grant,
+    panel_rows,
+)
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -372,15 +380,20 @@ def test_every_panel_query_returns_data_from_a_live_prometheus(
         (["live:ok", "live:o'brien"], {"live:ok", "live:o'brien"}),
         ([INJECTION], set()),
     ]
+    # The execution dashboard's attempt box holds a failed attempt of live:boom
+    # (the injection attempt for the injection).
+    failed = asyncio.run(first_failed(roles.url("reader"), "live:boom"))
     for selected, names in selections:
-        for panel, got in asyncio.run(panel_rows(roles.url("reader"), selected)):
-            found = {r["task_name"] for r in got}
-            if names is None:
-                assert got, f"{panel} returned no row for All"
+        attempt = INJECTION if names == set() else failed
+        for item in asyncio.run(panel_rows(roles.url("reader"), selected, attempt)):
+            panel, got = item.panel, item.rows
+            found = {r["task_name"] for r in got} if item.by_task else set()
+            if names is None or not item.by_task:
+                assert got or names == set(), f"{panel} returned no row for All"
             elif names:
                 assert found, f"{panel} returned no row for {selected}"
                 assert found <= names, f"{panel}: {found} for {selected}"
-            else:
+            if names == set():
                 assert got == [], f"{panel}: {selected} matched {found}"
 
     empty = []

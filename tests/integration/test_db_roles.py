@@ -29,6 +29,7 @@ from sqlalchemy.engine import make_url
 from taskiq import InMemoryBroker
 from websockets.asyncio.client import connect
 
+from dashboards.common import EXECUTION_UID
 from dashboards.queries import sql_queries, substitute_sql
 from exporter import MonitoringMiddleware
 from exporter.maintenance import loop, reaper, retention
@@ -99,10 +100,15 @@ def create_roles(roles: Roles) -> None:
     assert run.returncode == 0, run.stderr
 
 
-def grant(roles: Roles) -> None:
-    """grants.sql run by the owner."""
+def grant(roles: Roles, *options: str) -> None:
+    """grants.sql run by the owner; ``options`` are more psql variables (``a=b``)."""
+    extra = [arg for option in options for arg in ("-v", option)]
     run = psql(
-        roles.url("owner"), *roles.variables("writer", "service", "reader"), "-f", str(GRANTS_SQL)
+        roles.url("owner"),
+        *roles.variables("writer", "service", "reader"),
+        *extra,
+        "-f",
+        str(GRANTS_SQL),
     )
     assert run.returncode == 0, run.stderr
 
@@ -183,17 +189,40 @@ async def write_workload(url: str) -> None:
     assert sample(mw, "taskiq_exporter_log_rows_written_total") == 4
 
 
+@dataclass(frozen=True)
+class PanelRows:
+    panel: str
+    rows: list[asyncpg.Record]
+    by_task: bool  # the panel follows the task_name variable
+
+
 async def panel_rows(
-    reader_url: str, task_names: Sequence[str] | None
-) -> list[tuple[str, list[asyncpg.Record]]]:
+    reader_url: str, task_names: Sequence[str] | None, attempt: str = ""
+) -> list[PanelRows]:
     """Every SQL panel of the dashboards, as Grafana sends it, run as ``reader_url``
-    with ``task_names`` selected (None: "All")."""
+    with ``task_names`` selected (None: "All") and ``attempt`` in the execution
+    dashboard's attempt box (the history dashboard's stays empty)."""
     start, end = "1970-01-01T00:00:00Z", (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     found = []
     for q in sql_queries():
-        raw = substitute_sql(q.sql, start=start, end=end, task_names=task_names)
-        found.append((f"{q.dashboard} / {q.panel}", await fetch(reader_url, raw)))
+        box = attempt if q.dashboard == EXECUTION_UID else ""
+        raw = substitute_sql(
+            q.sql, start=start, end=end, task_names=task_names, values={"attempt": box}
+        )
+        rows = await fetch(reader_url, raw)
+        found.append(PanelRows(f"{q.dashboard} / {q.panel}", rows, "${task_name:" in q.sql))
     return found
+
+
+async def first_failed(url: str, task_name: str) -> str:
+    """The log id of a failed attempt of ``task_name``, for the attempt box."""
+    rows = await fetch(
+        url,
+        "SELECT id FROM task_execution_logs_redacted WHERE task_name = $1 AND status = 'failed'"
+        " ORDER BY id LIMIT 1",
+        task_name,
+    )
+    return str(rows[0]["id"])
 
 
 async def test_no_role_is_a_superuser_and_the_owner_owns_the_database(roles: Roles) -> None:
@@ -267,15 +296,18 @@ async def test_each_component_works_with_its_own_role(
             hourly = "SELECT sum(count) AS n FROM task_execution_rollups_hourly"
             assert (await fetch(service, hourly))[0]["n"] == 5
 
-            # Grafana's panels as the reader: "All", a quoted name, an injection.
+            # Grafana's panels as the reader: "All", a quoted name, an injection;
+            # the execution dashboard on the failed attempt of the quoted name.
             reader = roles.url("reader")
-            for panel, got in await panel_rows(reader, None):
-                assert got, f"{panel}: no row for All"
-            for panel, got in await panel_rows(reader, [QUOTED]):
-                assert got, f"{panel}: no row for {QUOTED}"
-                assert {r["task_name"] for r in got} == {QUOTED}, panel
-            for panel, got in await panel_rows(reader, [INJECTION]):
-                assert got == [], f"{panel}: {INJECTION!r} matched {got}"
+            failed = await first_failed(reader, QUOTED)
+            for found in await panel_rows(reader, None, failed):
+                assert found.rows, f"{found.panel}: no row for All"
+            for found in await panel_rows(reader, [QUOTED], failed):
+                assert found.rows, f"{found.panel}: no row for {QUOTED}"
+                if found.by_task or "task_name" in found.rows[0]:
+                    assert {r["task_name"] for r in found.rows} == {QUOTED}, found.panel
+            for found in await panel_rows(reader, [INJECTION], INJECTION):
+                assert found.rows == [], f"{found.panel}: {INJECTION!r} matched {found.rows}"
 
             # Retention (as the service) deletes everything, rollup minutes too. It may
             # not drop today's partition (only the owner may): it says so and deletes
@@ -366,6 +398,14 @@ async def test_the_reader_sees_no_params_or_tracebacks_and_cannot_write(roles: R
     await fetch(reader, "SET statement_timeout = 0")
     assert await _refused(reader, "SET temp_file_limit = -1") == []
 
+    # Grafana's sqlstring doubles quotes but not backslashes: the role keeps a
+    # backslash an ordinary character whatever the database's default says.
+    database = make_url(roles.database_url).database
+    await fetch(
+        roles.database_url, f'ALTER DATABASE "{database}" SET standard_conforming_strings = off'
+    )
+    assert (await fetch(reader, "SHOW standard_conforming_strings"))[0][0] == "on"
+
 
 async def test_the_writer_and_the_service_cannot_delete_what_is_not_theirs(roles: Roles) -> None:
     await write_workload(roles.url("writer"))
@@ -403,6 +443,41 @@ async def test_the_writer_and_the_service_cannot_delete_what_is_not_theirs(roles
     )
     rows = await fetch(roles.database_url, "SELECT count(*) AS n FROM task_execution_logs")
     assert rows[0]["n"] == 4
+
+
+async def test_the_reader_reads_details_through_their_view_only_unless_withheld(
+    roles: Roles,
+) -> None:
+    await write_workload(roles.url("writer"))
+    reader = roles.url("reader")
+    details = "SELECT id, params, error_traceback FROM task_execution_details ORDER BY id"
+    seen = await fetch(reader, details)
+    assert len(seen) == 4
+    tracebacks = [r["error_traceback"] for r in seen if r["error_traceback"]]
+    assert len(tracebacks) == 1
+    assert "ValueError: no luck" in tracebacks[0]
+    # The middleware redacted the secret before it was stored: the view shows that.
+    assert "hunter2" not in repr(seen)
+    assert sum('"_redacted"' in str(r["params"]) for r in seen) == 3
+    assert (
+        await _refused(
+            reader,
+            "SELECT params FROM task_execution_logs",
+            "SELECT error_traceback FROM task_execution_logs",
+            "UPDATE task_execution_details SET error_message = 'x'",
+        )
+        == []
+    )
+    # The view has only its seven columns.
+    with pytest.raises(asyncpg.UndefinedColumnError):
+        await fetch(reader, "SELECT worker_host FROM task_execution_details")
+
+    grant(roles, "reader_details=off")
+    assert await _refused(reader, details) == []
+    redacted = "SELECT count(*) AS n FROM task_execution_logs_redacted"
+    assert (await fetch(reader, redacted))[0]["n"] == 4  # the rest stays readable
+    grant(roles)  # and back on by default
+    assert len(await fetch(reader, details)) == 4
 
 
 async def test_grants_sql_runs_again_after_an_upgrade(roles: Roles) -> None:

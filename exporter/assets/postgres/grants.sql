@@ -8,11 +8,12 @@
 --   psql -v ON_ERROR_STOP=1 -d taskiq -U taskiq_owner -f grants.sql
 --
 -- Optional variables, the role names given to roles.sql: writer, service, reader
--- (default taskiq_writer, taskiq_service, taskiq_reader).
+-- (default taskiq_writer, taskiq_service, taskiq_reader); and reader_details=off to
+-- keep params and tracebacks from Grafana (the execution dashboard then shows none).
 --
--- The view depends on task_execution_logs: a migration that drops or retypes one of
--- its columns stops on it. Then DROP VIEW task_execution_logs_redacted, upgrade, and
--- run this file again.
+-- The views depend on task_execution_logs: a migration that drops or retypes one of
+-- their columns stops on them. Then DROP VIEW task_execution_logs_redacted,
+-- task_execution_details, upgrade, and run this file again.
 
 \set ON_ERROR_STOP on
 
@@ -27,6 +28,10 @@
 \if :{?reader}
 \else
 \set reader taskiq_reader
+\endif
+\if :{?reader_details}
+\else
+\set reader_details on
 \endif
 
 BEGIN;
@@ -56,6 +61,23 @@ FROM task_execution_logs;
 COMMENT ON VIEW task_execution_logs_redacted IS
     'task_execution_logs without params and error_traceback: what the Grafana role reads';
 
+-- One attempt's params and traceback, for the execution dashboard: the middleware
+-- redacts both before they are stored (docs/security.md). The reader gets it unless
+-- this file runs with -v reader_details=off.
+DROP VIEW IF EXISTS task_execution_details;
+CREATE VIEW task_execution_details AS
+SELECT
+    id,
+    created_at,
+    task_id,
+    attempt,
+    params,
+    error_message,
+    error_traceback
+FROM task_execution_logs;
+COMMENT ON VIEW task_execution_details IS
+    'one attempt''s redacted params and traceback: the Grafana role reads it unless withheld';
+
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM :"writer", :"service", :"reader";
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM :"writer", :"service", :"reader";
 
@@ -81,9 +103,12 @@ GRANT SELECT, INSERT, UPDATE, DELETE
     ON task_execution_rollups, task_execution_rollups_hourly
     TO :"service";
 
--- reader (Grafana): SELECT on the view and the rollups, nothing else.
+-- reader (Grafana): SELECT on the views and the rollups, nothing else.
 GRANT SELECT
     ON task_execution_logs_redacted, task_execution_rollups, task_execution_rollups_hourly
     TO :"reader";
+\if :reader_details
+GRANT SELECT ON task_execution_details TO :"reader";
+\endif
 
 COMMIT;

@@ -136,6 +136,9 @@ ALTER ROLE :"reader" WITH LOGIN CONNECTION LIMIT :reader_connection_limit
 ALTER ROLE :"reader" SET default_transaction_read_only = on;
 ALTER ROLE :"reader" SET statement_timeout = :'reader_statement_timeout';
 ALTER ROLE :"reader" SET idle_in_transaction_session_timeout = '1min';
+-- Grafana's ${var:sqlstring} doubles quotes but not backslashes: the history
+-- dashboard's literals are safe only while a backslash is an ordinary character.
+ALTER ROLE :"reader" SET standard_conforming_strings = on;
 \if :run_by_superuser
 ALTER ROLE :"reader" SET temp_file_limit = '1GB';
 \endif
