@@ -102,7 +102,7 @@ class Backlog:
             logger.warning(
                 "the broker %s cannot be inspected: no queue backlog is exported "
                 "(supported: taskiq-redis ListQueueBroker and RedisStreamBroker, "
-                "taskiq-aio-pika AioPikaBroker)",
+                "taskiq-aio-pika AioPikaBroker, taskiq-nats JetStream brokers)",
                 broker_name,
             )
 

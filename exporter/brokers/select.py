@@ -46,4 +46,9 @@ def inspector_for(broker: Any, *, sent_time: SentTime) -> Inspector | None:
         from exporter.brokers.rabbitmq import RabbitInspector
 
         return RabbitInspector(broker)
+    for kind, pull in (("PullBasedJetStreamBroker", True), ("PushBasedJetStreamBroker", False)):
+        if _class_of(broker, "taskiq_nats", kind):
+            from exporter.brokers.nats import nats_inspector
+
+            return nats_inspector(broker, pull=pull)
     return None

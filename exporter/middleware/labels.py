@@ -26,7 +26,8 @@ def buffer_key(task_id: str, attempt: int) -> BufferKey:
 
 
 def sent_at(value: Any) -> float | None:
-    """Epoch seconds from the label's value, or None when it is missing or odd."""
+    """Epoch seconds from the label's value (text; an int from an older sender),
+    or None when it is missing or odd."""
     if value.__class__ is int:
         return value * 1e-6
     if not isinstance(value, str):

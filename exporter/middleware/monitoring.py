@@ -164,13 +164,15 @@ class MonitoringMiddleware(TaskiqMiddleware):
 
     async def pre_send(self, message: TaskiqMessage) -> TaskiqMessage:
         labels = message.labels
-        labels[SENT_AT_LABEL] = time_ns() // 1000
+        # Text, not ints: some brokers send labels as headers that take strings
+        # only (taskiq-nats through nats-py).
+        labels[SENT_AT_LABEL] = str(time_ns() // 1000)
         if not self._record_pending:
-            labels[NO_PARAMS_LABEL] = 1
+            labels[NO_PARAMS_LABEL] = "1"
         elif message.args and self._params.positional(message.task_name) is None:
             # Sent by name from a process that does not know the task: which
             # positional argument is a password is known only in the worker.
-            labels[NO_PARAMS_LABEL] = 1
+            labels[NO_PARAMS_LABEL] = "1"
         return message
 
     async def post_send(self, message: TaskiqMessage) -> None:

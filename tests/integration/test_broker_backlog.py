@@ -1,29 +1,24 @@
 """The broker's backlog on /metrics (serve --broker), read from the real servers of
 this machine: a burst sent with the middleware and left waiting (no worker), the
-exported count and age checked against it, then some consumed by hand. A broker
-that cannot be inspected says so once; one that does not answer costs a scrape no
-more than its budget."""
+exported count and age checked against it, then some consumed by hand (NATS: in
+test_broker_backlog_nats.py; real workers: test_broker_backlog_workers.py). A
+broker that cannot be inspected says so once; one that does not answer costs a
+scrape no more than its budget."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import socket
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from taskiq import AsyncBroker, InMemoryBroker
 
 from exporter import MonitoringMiddleware
-from exporter.app import create_app
 from exporter.cli import main
 from exporter.metrics.names import (
     QUEUE_CONSUMERS,
@@ -33,84 +28,25 @@ from exporter.metrics.names import (
     QUEUE_MESSAGES,
     QUEUE_OLDEST_AGE,
 )
-from exporter.settings import ExporterSettings
+from tests.helpers.backlog import (
+    FRESH,
+    N,
+    check_age,
+    check_later_age,
+    parsed,
+    require,
+    scraping,
+    send_burst,
+    unique,
+)
+from tests.helpers.brokers import AMQP_URL, REDIS_URL
 from tests.helpers.middleware import FAST
 from tests.helpers.serving import running_service
 
 pytestmark = pytest.mark.integration
 
-REDIS_URL = "redis://127.0.0.1:6379"
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
-N = 7
-WAITED = 0.3
-# Every scrape inspects again (the cache has its own test).
-FRESH = {"broker_inspect_cache_seconds": 0.0}
 # Imported by its import string, as `serve --broker` does.
 UNSUPPORTED = InMemoryBroker()
-
-
-def require(host: str, port: int, what: str) -> None:
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-    except OSError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"{what} is required when CI is set: {exc!r}")
-        pytest.skip(f"{what} not available: {exc!r}")
-
-
-def unique(prefix: str) -> str:
-    return f"texp_{prefix}_{uuid.uuid4().hex[:10]}"
-
-
-@contextlib.asynccontextmanager
-async def scraping(
-    url: str, broker: AsyncBroker, **settings: Any
-) -> AsyncIterator[Callable[[], Any]]:
-    """The service given ``broker`` (as the CLI gives the one it imported), and a
-    function that scrapes its /metrics into ``{(name, queue): value}``."""
-    app = create_app(
-        ExporterSettings(database_url=url, maintenance=False, **settings), broker=broker
-    )
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://exporter") as client:
-
-            async def scrape() -> dict[tuple[str, str], float]:
-                return parsed(await client.get("/metrics"))
-
-            yield scrape
-
-
-def parsed(response: httpx.Response) -> dict[tuple[str, str], float]:
-    assert response.status_code == 200
-    return {
-        (s.name, s.labels.get("queue", s.labels.get("broker", ""))): s.value
-        for family in text_string_to_metric_families(response.text)
-        for s in family.samples
-        if s.name.startswith("taskiq_queue_")
-    }
-
-
-async def send_burst(broker: AsyncBroker) -> float:
-    """N messages sent with the middleware (it stamps the send time), no worker:
-    one, then the rest WAITED seconds later. Returns when the first was sent."""
-
-    @broker.task(task_name="backlog:noop")
-    async def noop() -> None:
-        return None
-
-    started = time.time()
-    await noop.kiq()
-    await asyncio.sleep(WAITED)
-    for _ in range(N - 1):
-        await noop.kiq()
-    return started
-
-
-def check_age(value: float, sent_from: float) -> None:
-    # The first message's age: it waited WAITED before the others were sent (the
-    # newest has waited milliseconds), and it was not sent before the burst began.
-    assert WAITED <= value <= time.time() - sent_from
 
 
 async def test_a_redis_list_reports_its_length_and_the_oldest_messages_age(
@@ -140,7 +76,7 @@ async def test_a_redis_list_reports_its_length_and_the_oldest_messages_age(
                 assert await redis.rpop(queue) is not None
             after = await scrape()
             assert after[QUEUE_MESSAGES, queue] == N - 3
-            assert 0 < after[QUEUE_OLDEST_AGE, queue] < WAITED  # the fourth is the oldest
+            check_later_age(after[QUEUE_OLDEST_AGE, queue], sent_from)  # the fourth is the oldest
             await redis.delete(queue)
             drained = await scrape()
             assert drained[QUEUE_MESSAGES, queue] == 0
@@ -163,10 +99,17 @@ async def test_a_redis_stream_reports_the_groups_lag_pending_and_age(sqlite_stor
     await sender.startup()  # declares the group, as every process of the broker does
     try:
         sent_from = await send_burst(sender)
-        inspected = RedisStreamBroker(REDIS_URL, queue_name=queue, consumer_group_name=group)
+        never = unique("never")  # read too, though nothing was ever sent to it
+        inspected = RedisStreamBroker(
+            REDIS_URL,
+            queue_name=queue,
+            consumer_group_name=group,
+            additional_streams={never: ">"},
+        )
         async with scraping(sqlite_store, inspected, **FRESH) as scrape:
             first = await scrape()
             assert first[QUEUE_MESSAGES, queue] == N
+            assert first[QUEUE_MESSAGES, never] == first[QUEUE_IN_FLIGHT, never] == 0
             assert first[QUEUE_IN_FLIGHT, queue] == 0
             check_age(first[QUEUE_OLDEST_AGE, queue], sent_from)
             # A worker takes three and acknowledges one of them.
@@ -177,7 +120,7 @@ async def test_a_redis_stream_reports_the_groups_lag_pending_and_age(sqlite_stor
             assert after[QUEUE_MESSAGES, queue] == N - 3
             assert after[QUEUE_IN_FLIGHT, queue] == 2
             # The oldest waiting is now the fourth, sent after the pause.
-            assert 0 < after[QUEUE_OLDEST_AGE, queue] < WAITED
+            check_later_age(after[QUEUE_OLDEST_AGE, queue], sent_from)
     finally:
         await redis.delete(queue)
         await redis.aclose()
@@ -256,7 +199,13 @@ def silent_rabbitmq(port: int) -> AsyncBroker:
     return broker
 
 
-@pytest.mark.parametrize("make", [silent_redis, silent_rabbitmq])
+def silent_nats(port: int) -> AsyncBroker:
+    from taskiq_nats import PullBasedJetStreamBroker
+
+    return PullBasedJetStreamBroker(f"nats://127.0.0.1:{port}", stream_name="q")
+
+
+@pytest.mark.parametrize("make", [silent_redis, silent_rabbitmq, silent_nats])
 async def test_a_broker_that_does_not_answer_costs_a_scrape_its_budget_only(
     sqlite_store: str, caplog: pytest.LogCaptureFixture, make: Callable[[int], AsyncBroker]
 ) -> None:
