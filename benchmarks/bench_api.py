@@ -7,6 +7,10 @@ Starts the service under uvicorn in a child process, then sends each query shape
 With ``--compare-url`` a second service reads a second store (10 million rows beside
 100 million, say): each shape alternates between the two and the ratio of their
 p95 is printed, measured side by side in one run.
+
+The search shapes (``--only search``) look for error messages and arguments of the
+seeded store: within the dashboards' default range (the 3 hours up to the newest
+row), within a day, and over everything kept.
 """
 
 from __future__ import annotations
@@ -70,12 +74,41 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+# (label, filters): seed_history's error messages and arguments. "rare": a handful of
+# rows in 10 million; "common": a fifth of the failed rows.
+SEARCHES: tuple[tuple[str, dict[str, str]], ...] = (
+    ("error rare", {"error": "ord-424242"}),
+    ("error common", {"error": "timed out"}),
+    ("error none", {"error": "no such message"}),
+    ("param user_id", {"param.user_id": "4242"}),
+    ("param order_id", {"param.order_id": "ord-424242"}),
+    ("param 0 + user_id", {"param.0": "42", "param.user_id": "4242"}),
+    ("param + error", {"param.user_id": "4242", "error": "user 4242"}),
+)
+# The dashboards' default time range.
+DEFAULT_RANGE = timedelta(hours=3)
+
+
+def search_shapes(newest: datetime) -> list[tuple[str, str, dict[str, Any]]]:
+    """Each search within the default range and a day up to ``newest``, and unbounded."""
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    end = (newest + timedelta(seconds=1)).isoformat()
+    for label, filters in SEARCHES:
+        for span, width in (("3h", DEFAULT_RANGE), ("24h", timedelta(days=1)), ("all", None)):
+            dates = {} if width is None else {"start_date": (newest - width).isoformat()}
+            if width is not None:
+                dates["end_date"] = end
+            out.append((f"search {label} ({span})", f"{API}/history", {**filters, **dates}))
+    return out
+
+
 async def cases_of(client: httpx.AsyncClient) -> list[tuple[str, str, dict[str, Any]]]:
     """The shapes, with a detail id and a deep cursor read from this store."""
     cases = shapes()
     first = (await client.get(f"{API}/history", params={"page_size": 1})).json()["items"]
     if first:
         cases.append(("detail by id", f"{API}/history/{first[0]['id']}", {}))
+        cases.extend(search_shapes(datetime.fromisoformat(first[0]["created_at"])))
     deep = (await client.get(f"{API}/history", params={"page": 2000})).json()
     if deep.get("next_cursor"):
         cases.append(
@@ -114,7 +147,10 @@ async def measure(
                         samples[k].append(elapsed)
                     if i == 0 and path.endswith("/history"):
                         body = response.json()
-                        notes.append(f"total={body['total_count']:,} items={len(body['items'])}")
+                        more = "" if body.get("total_count_exact", True) else "+"
+                        notes.append(
+                            f"total={body['total_count']:,}{more} items={len(body['items'])}"
+                        )
             results.append((label, samples, " / ".join(notes)))
     finally:
         for client in clients:

@@ -15,6 +15,14 @@ ends with a check that the log, the minute rollups and the hourly rollups agree.
 Layouts: ``clustered`` gives seven consecutive tasks the same of 10 names (a
 batch touches a few rollup keys); ``interleaved`` draws each task's name from 200
 (a batch touches about as many keys as it has rows).
+
+``--search-indexes`` compares three databases at head instead: without the search
+indexes, with the trigram index on failed rows' messages (the default), and with
+the opt-in GIN index on params too; params and messages then vary per task (a
+user id and an order id each, as real arguments do), each round ends by merging
+the GIN indexes' pending lists (work they defer, counted with the finished rows),
+and the ratios printed are each index's cost: error/none and params/error of the
+CPU per task.
 """
 
 from __future__ import annotations
@@ -32,7 +40,9 @@ import asyncpg
 
 from benchmarks.bursts import cpu_seconds
 from benchmarks.options import add_server_url
-from exporter.rows import LogRow
+from benchmarks.scratch import rotation
+from exporter.cli import search_index
+from exporter.rows import LogRow, log_row
 from exporter.store import partitions
 from exporter.store.engine import make_engine
 from exporter.store.migrate import upgrade
@@ -46,6 +56,7 @@ DESCRIBED = {
     "0003": "one table, statement-level hourly triggers",
     "0002": "one table, a row-level hourly trigger",
 }
+
 LAYOUTS = {"clustered (10 names)": 10, "interleaved (200 names)": 200}
 CHECK = """
 SELECT (SELECT count(*) FROM task_execution_logs WHERE status IN ('success', 'failed')),
@@ -75,16 +86,27 @@ def workload(rows: int, names: int, seed: int) -> list[Task]:
     ]
 
 
-def pending(t: Task) -> LogRow:
-    return [t.task_id, 1, t.name, "pending", PARAMS, t.sent, None, None, None, None,
-            None, None, None, None, t.sent]  # fmt: skip
+def varied_params(i: int) -> str:
+    return f'{{"args": [{i % 1000}], "kwargs": {{"user_id": {i % 77777}, "order_id": "ord-{i}"}}}}'
 
 
-def finished(t: Task, i: int) -> LogRow:
+def pending(t: Task, i: int = 0, *, varied: bool = False) -> LogRow:
+    params = varied_params(i) if varied else PARAMS
+    return log_row(t.task_id, 1, t.name, "pending", params=params, queued_at=t.sent,
+                   created_at=t.sent)  # fmt: skip
+
+
+def finished(t: Task, i: int, *, varied: bool = False) -> LogRow:
     failed = i % 20 == 0
-    return [t.task_id, 1, t.name, "failed" if failed else "success", None, t.sent,
-            t.sent + 0.001, t.sent + 0.002, 1.0, 1.0, "ValueError: bad" if failed else None,
-            TRACEBACK if failed else None, "worker-1", 4242, t.sent]  # fmt: skip
+    message = f"TimeoutError: order ord-{i} of user {i % 77777} timed out" if varied else (
+        "ValueError: bad")  # fmt: skip
+    return log_row(
+        t.task_id, 1, t.name, "failed" if failed else "success", queued_at=t.sent,
+        started_at=t.sent + 0.001, completed_at=t.sent + 0.002, duration_ms=1.0,
+        queue_wait_ms=1.0, error_message=message if failed else None,
+        error_traceback=TRACEBACK if failed else None, worker_host="worker-1",
+        worker_pid=4242, created_at=t.sent,
+    )  # fmt: skip
 
 
 async def write_all(store: PostgresRowStore, rows: list[LogRow], batch: int) -> float:
@@ -99,7 +121,30 @@ async def write_all(store: PostgresRowStore, rows: list[LogRow], batch: int) -> 
     return after - before
 
 
-async def one_round(url: str, tasks: list[Task], batch: int) -> tuple[float, float]:
+# A GIN index takes new entries into a pending list, merged into the index later
+# (by autovacuum, or by the writer that fills the list): that deferred work is the
+# index's cost to the writes too, so it is done and measured here.
+GIN_INDEXES = """
+SELECT c.oid::regclass::text FROM pg_class c JOIN pg_am a ON a.oid = c.relam
+WHERE a.amname = 'gin' AND c.relkind = 'i'
+"""
+
+
+async def gin_pending(conn: asyncpg.Connection) -> float:
+    """The server's CPU seconds for merging every GIN index's pending list."""
+    pid = conn.get_server_pid()
+    before = cpu_seconds(pid)
+    for (index,) in await conn.fetch(GIN_INDEXES):
+        await conn.execute("SELECT gin_clean_pending_list($1::regclass)", index)
+    after = cpu_seconds(pid)
+    if before is None or after is None:
+        raise RuntimeError(f"cannot read the CPU time of PostgreSQL process {pid} from /proc")
+    return after - before
+
+
+async def one_round(
+    url: str, tasks: list[Task], batch: int, *, varied: bool = False
+) -> tuple[float, float]:
     """CPU microseconds per row: the client's PENDING rows, the worker's finished ones."""
     conn = await asyncpg.connect(asyncpg_dsn(url))
     store = PostgresRowStore(make_engine(url))
@@ -108,8 +153,12 @@ async def one_round(url: str, tasks: list[Task], batch: int) -> tuple[float, flo
             "TRUNCATE task_execution_logs, task_execution_rollups, task_execution_rollups_hourly"
         )
         await conn.execute("VACUUM ANALYZE")
-        sent = await write_all(store, [pending(t) for t in tasks], batch)
-        done = await write_all(store, [finished(t, i) for i, t in enumerate(tasks)], batch)
+        rows = [pending(t, i, varied=varied) for i, t in enumerate(tasks)]
+        sent = await write_all(store, rows, batch)
+        rows = [finished(t, i, varied=varied) for i, t in enumerate(tasks)]
+        done = await write_all(store, rows, batch)
+        if varied:
+            done += await gin_pending(conn)
         logged, minutes, hours = await conn.fetchrow(CHECK)
         if not logged == minutes == hours == len(tasks):
             raise RuntimeError(f"log {logged}, minute rollups {minutes}, hourly {hours}")
@@ -127,7 +176,15 @@ async def main() -> None:
     parser.add_argument(
         "--against", choices=("0003", "0002"), default="0003", help="the older revision"
     )
+    parser.add_argument(
+        "--search-indexes",
+        action="store_true",
+        help="compare head without, with the default and with every search index instead",
+    )
     args = parser.parse_args()
+    if args.search_indexes:
+        await search_indexes(args.server_url, args.rows, args.rounds)
+        return
     old = args.against
     base = args.server_url.rsplit("/", 1)[0]
     run = uuid.uuid4().hex[:8]
@@ -171,6 +228,63 @@ async def main() -> None:
                     f"{layout:24} {batch:5} {sent:8.1f} {done:9.1f} {old_sent:13.1f}"
                     f" {old_done:14.1f} {(old_sent + old_done) / (sent + done):6.2f}"
                     f" {1e6 / (sent + done):17,.0f}"
+                )
+    finally:
+        for url in urls.values():
+            await drop_database(url)
+
+
+SEARCH_CONFIGS = ("none", "error", "params")
+
+
+async def _search_database(url: str, config: str) -> None:
+    await upgrade(url)
+    engine = make_engine(url)
+    try:
+        await partitions.ensure(engine, interval_hours=24, ahead_hours=72, keep_days=30)
+        async with engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            if config == "none":
+                await search_index.drop(conn, search_index.INDEXES["error"])
+            else:
+                await search_index.create(conn, search_index.INDEXES["error"])
+            if config == "params":
+                await search_index.create(conn, search_index.INDEXES["params"])
+    finally:
+        await engine.dispose()
+
+
+async def search_indexes(server_url: str, rows: int, rounds: int) -> None:
+    """The writer's server CPU per task without and with each search index."""
+    base = server_url.rsplit("/", 1)[0]
+    run = uuid.uuid4().hex[:8]
+    urls = {c: f"{base}/texp_bench_store_{c}_{run}" for c in SEARCH_CONFIGS}
+    for url in urls.values():
+        await ensure_database(url)
+    try:
+        for config, url in urls.items():
+            await _search_database(url, config)
+        print(
+            f"PostgreSQL server CPU per task (pending + finished rows, us), {rows} tasks, median"
+            f" of {rounds} rounds; none = no search index, error = the trigram index on failed"
+            " rows' messages (default), params = error + the GIN index on params (opt-in)"
+        )
+        print(
+            f"{'layout':24} {'batch':>5} {'none':>7} {'error':>7} {'params':>7}"
+            f" {'error/none':>10} {'params/error':>12}"
+        )
+        for layout, names in LAYOUTS.items():
+            tasks = workload(rows, names, seed=names)
+            for batch in BATCHES:
+                results: dict[str, list[float]] = {c: [] for c in urls}
+                for round_no in range(rounds):
+                    for config in rotation(SEARCH_CONFIGS, round_no):
+                        sent, done = await one_round(urls[config], tasks, batch, varied=True)
+                        results[config].append(sent + done)
+                none, error, params = (statistics.median(results[c]) for c in SEARCH_CONFIGS)
+                print(
+                    f"{layout:24} {batch:5} {none:7.1f} {error:7.1f} {params:7.1f}"
+                    f" {error / none:10.2f} {params / error:12.2f}"
                 )
     finally:
         for url in urls.values():

@@ -7,7 +7,11 @@ real system writes them; secondary indexes are dropped during the load and rebui
 afterwards; the per-minute rollups are computed from the rows, so the derived data
 is exactly what the writer would have kept. 10 task names with a skewed mix (25 %
 down to 2 %), ~5 % failed (with a traceback), the newest ``--live-rows`` rows
-pending or running.
+pending or running. For the history's search, params have the middleware's shape
+(``{"args": [...], "kwargs": {"user_id": ..., "order_id": ...}}``, one row in ten
+with a redacted ``api_key``) and failed rows one of five kinds of error message
+naming users, orders and hosts. The search indexes that exist (migration 0005's,
+and ``--params-index``) are dropped during the load and rebuilt too.
 """
 
 from __future__ import annotations
@@ -61,12 +65,24 @@ INSERT INTO task_execution_logs (task_name, status, task_id, attempt, params, qu
     started_at, completed_at, duration_ms, queue_wait_ms, error_message, error_traceback,
     worker_host, worker_pid, created_at, updated_at)
 SELECT names[width_bucket(r1, bounds) + 1], st, 'seed-' || g, 1,
-       jsonb_build_object('batch', g % 1000, 'user_id', g % 77777),
+       jsonb_build_object('args', jsonb_build_array(g % 1000), 'kwargs',
+           jsonb_build_object('user_id', g % 77777, 'order_id', 'ord-' || (g % 1000003),
+                              'priority', (g % 3 = 0))
+           || CASE WHEN g % 10 = 0 THEN '{"api_key": "***"}'::jsonb ELSE '{}'::jsonb END)
+       || CASE WHEN g % 10 = 0 THEN '{"_redacted": ["kwargs.api_key"]}'::jsonb
+               ELSE '{}'::jsonb END,
        c, CASE WHEN st = 'pending' THEN NULL ELSE c + qw END,
        CASE WHEN st IN ('success', 'failed') THEN c + qw + d END,
        CASE WHEN st IN ('success', 'failed') THEN dur END,
        CASE WHEN st = 'pending' THEN NULL ELSE qw_ms END,
-       CASE WHEN st = 'failed' THEN 'ValueError: bad input ' || (g % 100) END,
+       CASE WHEN st = 'failed' THEN (ARRAY[
+           'ValueError: bad input ' || (g % 100),
+           'TimeoutError: GET https://api.example.com/v1/orders/ord-' || (g % 1000003)
+               || ' timed out after 30 s',
+           'ConnectionError: could not connect to db-' || (g % 7) || '.internal:5432',
+           'KeyError: ''user_' || (g % 77777) || '''',
+           'PermissionError: user ' || (g % 77777) || ' may not read order ord-'
+               || (g % 1000003)])[1 + g % 5] END,
        CASE WHEN st = 'failed' THEN 'Traceback (most recent call last):' || E'\\n'
             || '  File "/srv/app/tasks.py", line ' || (g % 400) || ', in run' || E'\\n'
             || '    result = handler(payload)' || E'\\n'
@@ -111,6 +127,25 @@ KEYS = {
     False: ("uq_task_execution_logs_task_id_attempt", "task_id, attempt"),
     True: ("uq_task_execution_logs_task_id_attempt_created", "task_id, attempt, created_at"),
 }
+
+
+# The search indexes, when they exist: migration 0005's on error messages, the
+# opt-in one on params (`taskiq-exporter db search-index`).
+SEARCH_INDEXES = ("ix_task_execution_logs_error_trgm", "ix_task_execution_logs_params")
+PARAMS_INDEX_DDL = (
+    "CREATE INDEX IF NOT EXISTS ix_task_execution_logs_params ON task_execution_logs "
+    "USING gin (params jsonb_path_ops)"
+)
+
+
+async def search_indexes(conn: asyncpg.Connection) -> list[tuple[str, str]]:
+    """(name, CREATE INDEX) of the search indexes the log has now."""
+    found = []
+    for name in SEARCH_INDEXES:
+        ddl = await conn.fetchval("SELECT pg_get_indexdef(to_regclass($1))", name)
+        if ddl is not None:
+            found.append((name, str(ddl).replace(" ON ONLY ", " ON ", 1)))
+    return found
 
 
 def secondary_indexes() -> list[tuple[str, str]]:
@@ -164,6 +199,7 @@ async def seed(
     live_rows: int,
     truncate: bool,
     revision: str = "head",
+    params_index: bool = False,
 ) -> None:
     progress = Progress()
     await ensure_database(url)
@@ -199,7 +235,9 @@ async def seed(
                 await engine.dispose()
             progress.line(f"{len(made)} daily partitions")
         key, key_columns = KEYS[bool(partitioned)]
-        indexes = secondary_indexes()
+        indexes = secondary_indexes() + await search_indexes(conn)
+        if params_index and not any(name == SEARCH_INDEXES[1] for name, _ in indexes):
+            indexes.append((SEARCH_INDEXES[1], PARAMS_INDEX_DDL))
         for name, _ddl in indexes:
             await conn.execute(f'DROP INDEX IF EXISTS "{name}"')
         await conn.execute(f"ALTER TABLE task_execution_logs DROP CONSTRAINT IF EXISTS {key}")
@@ -259,6 +297,11 @@ def main(argv: list[str] | None = None) -> None:
         default="head",
         help="the schema to seed (0003: the log as one table, to time an upgrade of it)",
     )
+    parser.add_argument(
+        "--params-index",
+        action="store_true",
+        help="also build the opt-in GIN index on params (taskiq-exporter db search-index params)",
+    )
     args = parser.parse_args(argv)
     asyncio.run(
         seed(
@@ -269,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
             live_rows=args.live_rows,
             truncate=args.truncate,
             revision=args.revision,
+            params_index=args.params_index,
         )
     )
 

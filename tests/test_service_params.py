@@ -83,7 +83,7 @@ def test_end_before_start() -> None:
 def test_unknown_and_repeated_parameters() -> None:
     assert error_of(HistoryQuery, "foo=1") == (
         "unknown query parameter 'foo'; allowed: "
-        "task_name, status, start_date, end_date, page, page_size, cursor"
+        "task_name, status, start_date, end_date, page, page_size, cursor, error, param.<key>"
     )
     assert error_of(HistoryQuery, "page=1&page=2") == (
         "query parameter 'page' is given more than once"

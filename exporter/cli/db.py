@@ -6,7 +6,9 @@ import argparse
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from exporter.cli import search_index
 from exporter.cli.options import (
+    CliError,
     add_database_url,
     database_errors,
     display_url,
@@ -18,6 +20,8 @@ from exporter.settings import ExporterSettings
 from exporter.store.engine import sqlite_file
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from exporter.store.partitions import Partition
 
 _DEFAULTS = ExporterSettings.model_fields
@@ -54,7 +58,8 @@ def register(sub: Any) -> None:
         help="days of history to keep (default: TASKIQ_EXPORTER_RETENTION_DAYS, "
         f"else {_DEFAULTS['retention_days'].default:g})",
     )
-    for parser_ in (up, down, current, listing, reap, prune):
+    search = search_index.register(actions)
+    for parser_ in (up, down, current, listing, reap, prune, search):
         add_database_url(parser_)
     parser.set_defaults(run=run)
 
@@ -63,6 +68,19 @@ def print_made(made: list[Partition]) -> None:
     if made:
         first, last = made[0].lo, made[-1].hi
         print(f"made {len(made)} partitions of the log, for {first:%F %H:%M} to {last:%F %H:%M}")
+
+
+async def _search_index(engine: AsyncEngine, args: argparse.Namespace) -> None:
+    index = search_index.INDEXES[args.index]
+    if engine.dialect.name != "postgresql":
+        raise CliError("search indexes are for PostgreSQL; on SQLite the search reads every row")
+    async with engine.connect() as conn:
+        conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        if args.create:
+            await search_index.create(conn, index)
+        elif args.drop:
+            await search_index.drop(conn, index)
+        print(await search_index.describe(conn, index))
 
 
 def run(args: argparse.Namespace, _extra: list[str]) -> int:
@@ -88,6 +106,11 @@ async def _run(args: argparse.Namespace, settings: ExporterSettings) -> int:
         if args.action == "upgrade":
             if args.revision == "head" and await partitions.prepare_upgrade(engine):
                 print("built the partitioned log's keys on the existing rows (concurrently)")
+            if args.revision == "head" and engine.dialect.name == "postgresql":
+                async with engine.connect() as conn:
+                    conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                    if await search_index.prepare_upgrade(conn):
+                        print("built the error search's index on the existing rows (concurrently)")
             await migrate.upgrade(url, args.revision)
             print_made(await loop.make_partitions(engine, settings))
         elif args.action == "downgrade":
@@ -102,6 +125,8 @@ async def _run(args: argparse.Namespace, settings: ExporterSettings) -> int:
                     print("the log is one table (not partitioned)")
                 for partition in await partitions.partitions(conn):
                     print(partition.describe())
+        elif args.action == "search-index":
+            await _search_index(engine, args)
         elif args.action == "current":
             print(await migrate.current_revision(engine) or "empty (no revision)")
         elif args.action == "reap":

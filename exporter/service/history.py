@@ -3,21 +3,33 @@
 Deep pages do not OFFSET over everything newer: the per-bucket counts that give
 the total also tell which minute the page starts in, so the page query skips at
 most one minute of rows. ``cursor=`` walks by keyset instead of page numbers.
+
+A search (``error``, ``param.<key>``) has no rollup to count from: its total is
+counted from the rows, up to SEARCH_WINDOW of them (``total_count_exact`` says
+whether it stopped there), and its pages end there too (the cursor goes on).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any, cast
 
 from sqlalchemy import and_
 from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.requests import Request
 from starlette.responses import Response
 
-from exporter.service.params import HistoryQuery, decode_cursor, encode_cursor, parse_query
+from exporter.middleware.redaction import REDACTED
+from exporter.service.params import (
+    SEARCH_WINDOW,
+    HistoryQuery,
+    decode_cursor,
+    encode_cursor,
+    parse_query,
+)
 from exporter.service.schemas import TaskExecutionLogResponse, TaskHistoryResponse
 from exporter.service.state import get_state
 from exporter.store import queries
@@ -36,7 +48,19 @@ DIRECT_OFFSET = 500
 
 def filter_of(query: HistoryQuery) -> LogFilter:
     status = query.status.value if query.status else None
-    return LogFilter(query.task_name, status, query.start_date, query.end_date)
+    params = tuple(sorted(query.param.items()))
+    return LogFilter(query.task_name, status, query.start_date, query.end_date, query.error, params)
+
+
+def mappings(rows: Sequence[AnyRow]) -> list[Mapping[str, Any]]:
+    return [cast("Mapping[str, Any]", r._mapping) for r in rows]
+
+
+def finds_nothing(query: HistoryQuery) -> bool:
+    """A search for the redaction marker: stored where secrets were, it would find
+    them; redacted values are never searchable, so it finds nothing."""
+    texts = [query.error or "", *query.param.values()]
+    return any(REDACTED in text for text in texts)
 
 
 async def _buckets(
@@ -89,9 +113,40 @@ async def _page_rows(
     return await queries.history_rows(conn, where=where, limit=limit, offset=offset - seen)
 
 
-async def _page(conn: AsyncConnection, query: HistoryQuery) -> tuple[int, Sequence[AnyRow]]:
+async def _search(
+    conn: AsyncConnection, query: HistoryQuery, log_filter: LogFilter
+) -> tuple[int, Sequence[Mapping[str, Any]]]:
+    """A search's total (at most SEARCH_WINDOW + 1) and page, straight from the rows:
+    in one pass when it matches at most SEARCH_WINDOW rows, else in two."""
+    where = log_filter.where()
+    size = query.page_size
+    after = decode_cursor(query.cursor) if query.cursor is not None else None
+    offset = 0 if after is not None else ((query.page or 1) - 1) * size
+    await queries.plan_each_time(conn)
+    total, rows = await queries.search_rows(
+        conn, where=where, window=SEARCH_WINDOW, after=after, limit=size + 1, offset=offset
+    )
+    if total is not None and total <= SEARCH_WINDOW:
+        return total, rows
+    if total is None:
+        if after is None and offset == 0:
+            return 0, []  # the first page found no row: nothing matches
+        total = await queries.count_rows(conn, where=where, limit=SEARCH_WINDOW + 1)
+    if after is not None:
+        where = and_(where, queries.newer_than_cursor(*after))
+    elif offset >= total:
+        return total, []
+    page = await queries.history_rows(conn, where=where, limit=size + 1, offset=offset)
+    return total, mappings(page)
+
+
+async def _page(
+    conn: AsyncConnection, query: HistoryQuery
+) -> tuple[int, Sequence[Mapping[str, Any]]]:
     """The total and the page's rows (one more than asked: is there a next page?)."""
     log_filter = filter_of(query)
+    if log_filter.searching:
+        return await _search(conn, query, log_filter)
     size = query.page_size
     offset = ((query.page or 1) - 1) * size
     walk = query.cursor is None and offset > DIRECT_OFFSET
@@ -99,27 +154,35 @@ async def _page(conn: AsyncConnection, query: HistoryQuery) -> tuple[int, Sequen
     if query.cursor is not None:
         stamp, row_id = decode_cursor(query.cursor)
         where = and_(log_filter.where(), queries.newer_than_cursor(stamp, row_id))
-        return total, await queries.history_rows(conn, where=where, limit=size + 1)
+        rows = await queries.history_rows(conn, where=where, limit=size + 1)
+        return total, mappings(rows)
     if offset >= total:
         return total, []
-    return total, await _page_rows(conn, log_filter, buckets, live, offset=offset, limit=size + 1)
+    rows = await _page_rows(conn, log_filter, buckets, live, offset=offset, limit=size + 1)
+    return total, mappings(rows)
 
 
 async def history(request: Request) -> Response:
     query = parse_query(HistoryQuery, request.query_params)
     size = query.page_size
     reads = get_state(request).reads
-    (total, rows), source = await reads.run(lambda conn: _page(conn, query), snapshot=True)
-    items = [TaskExecutionLogResponse.model_validate(r._mapping) for r in rows[:size]]
+    rows: Sequence[Mapping[str, Any]]
+    if finds_nothing(query):
+        total, rows, headers = 0, [], {}
+    else:
+        (total, rows), source = await reads.run(lambda conn: _page(conn, query), snapshot=True)
+        headers = reads.headers(source)
+    exact = total <= SEARCH_WINDOW
+    total = min(total, SEARCH_WINDOW) if query.searching else total
+    items = [TaskExecutionLogResponse.model_validate(r) for r in rows[:size]]
     last = items[-1] if len(rows) > size and items else None
     body = TaskHistoryResponse(
         total_count=total,
+        total_count_exact=exact or not query.searching,
         page=None if query.cursor is not None else (query.page or 1),
         page_size=size,
         total_pages=math.ceil(total / size),
         next_cursor=encode_cursor(last.created_at, last.id) if last else None,
         items=items,
     )
-    return Response(
-        body.model_dump_json(), media_type="application/json", headers=reads.headers(source)
-    )
+    return Response(body.model_dump_json(), media_type="application/json", headers=headers)

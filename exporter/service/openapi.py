@@ -15,6 +15,8 @@ from exporter import __version__
 from exporter.service import params, schemas
 
 REF = "#/components/schemas/{model}"
+# The keys params.split_param_filters takes (identifiers: their ASCII subset).
+PARAM_KEY_PATTERN = f"^([A-Za-z_][A-Za-z0-9_]{{0,{params.PARAM_KEY_MAX - 1}}}|0|[1-9][0-9]?)$"
 EVENTS_DOC = (
     "Live events: WebSocket `/api/v1/monitoring/events` (query: task_name, status, since; "
     "with a token, `Authorization: Bearer <token>` or `?token=` for browsers). Messages are "
@@ -47,15 +49,23 @@ def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
             schema.pop(key, None)
         if schema.get("default", 0) is None:
             del schema["default"]
-        out.append(
-            {
-                "name": name,
-                "in": "query",
-                "required": False,
-                "description": f"Must be {field.description}" if field.description else "",
-                "schema": schema,
-            }
-        )
+        param: dict[str, Any] = {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "description": f"Must be {field.description}" if field.description else "",
+            "schema": schema,
+        }
+        if schema.get("type") == "object":  # param.<key>: OpenAPI spells it param[<key>]
+            schema.pop("default", None)
+            schema["propertyNames"] = {"pattern": PARAM_KEY_PATTERN}
+            schema["maxProperties"] = params.PARAM_FILTERS_MAX
+            param.update(style="deepObject", explode=True)
+            param["description"] += (
+                ". OpenAPI's form param[<key>]=<value> is taken too; 42 matches 42 and "
+                '"42"; a redacted argument never matches'
+            )
+        out.append(param)
     return out
 
 
@@ -130,7 +140,8 @@ def document() -> dict[str, Any]:
         ),
         f"{base}/history": _api(
             _get(
-                "Execution history, newest first, with an exact total",
+                "Execution history, newest first, with an exact total; searchable by "
+                "error message (error=) and by argument (param.<key>=)",
                 _json(schemas.TaskHistoryResponse, "A page"),
                 400,
                 401,

@@ -110,7 +110,16 @@ class TaskExecutionLogDetail(TaskExecutionLogResponse):
 
 
 class TaskHistoryResponse(_Out):
-    total_count: int = Field(ge=0, description="Exact number of rows matching the filters")
+    total_count: int = Field(
+        ge=0,
+        description="Number of rows matching the filters: exact, unless total_count_exact "
+        "is false (a search matching more than 10000 rows: it is then 10000)",
+    )
+    total_count_exact: bool = Field(
+        description="false only for a search (error, param.<key>) that matches more than "
+        "10000 rows: total_count and total_pages then stop there, and pages past it are "
+        "read by cursor"
+    )
     page: int | None = Field(description="The page number; null when walking with a cursor")
     page_size: int = Field(ge=1, le=200)
     total_pages: int = Field(ge=0)

@@ -29,9 +29,16 @@ SQLITE_KEY = ["task_id", "attempt"]
 PARTITIONED_KEY = ["task_id", "attempt", "created_at"]
 
 
+# The search indexes are not in the models: 0005's exists only where pg_trgm could be
+# had, the params one only when asked for (`db search-index`).
+SEARCH_INDEXES = {"ix_task_execution_logs_error_trgm", "ix_task_execution_logs_params"}
+
+
 def _not_a_partition(
     _obj: object, name: str | None, type_: str, _reflected: bool, _compare_to: object
 ) -> bool:
+    if type_ == "index" and name in SEARCH_INDEXES:
+        return False
     return not (type_ == "table" and name and name.startswith("task_execution_logs_"))
 
 
