@@ -202,8 +202,12 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes]) -> None:
     raise SystemExit("the service did not become ready (migrated store?)")
 
 
-def start_service(url: str, port: int) -> subprocess.Popen[bytes]:
+def start_service(url: str, port: int, code: str | None = None) -> subprocess.Popen[bytes]:
+    """The service on ``url``; with ``code``, the one of that checkout (another
+    revision's working tree): its modules come first on the child's path."""
     env = {**os.environ, "TASKIQ_EXPORTER_DATABASE_URL": url}
+    if code is not None:
+        env["PYTHONPATH"] = os.path.abspath(code)
     env.pop("TASKIQ_EXPORTER_API_TOKEN", None)
     env.pop("TASKIQ_EXPORTER_READ_DATABASE_URL", None)
     # A stable data set: no retention or reaper runs while measuring.
@@ -211,7 +215,7 @@ def start_service(url: str, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "benchmarks.bench_api:make_app", "--factory",
          "--port", str(port), "--log-level", "warning", "--no-access-log"],
-        env=env,
+        env=env, cwd=code,
     )  # fmt: skip
 
 
@@ -224,20 +228,29 @@ def main(argv: list[str] | None = None) -> None:
         "every shape on both, alternating, and the ratio of their p95",
     )
     parser.add_argument(
+        "--compare-code",
+        metavar="DIR",
+        help="with --compare-url (or alone: the same store), B runs the code of this "
+        "checkout of another revision (git worktree add DIR REV): old and new code side "
+        "by side",
+    )
+    parser.add_argument(
         "--only", metavar="REGEX", help="the shapes whose label matches (default: every one)"
     )
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args(argv)
-    urls = [args.database_url] + ([args.compare_url] if args.compare_url else [])
-    procs = [start_service(url, args.port + i) for i, url in enumerate(urls)]
+    compare_url = args.compare_url or (args.database_url if args.compare_code else None)
+    urls = [args.database_url] + ([compare_url] if compare_url else [])
+    codes = [None, args.compare_code]
+    procs = [start_service(url, args.port + i, codes[i]) for i, url in enumerate(urls)]
     bases = [f"http://127.0.0.1:{args.port + i}" for i in range(len(urls))]
     try:
         for base, proc in zip(bases, procs, strict=True):
             wait_ready(base, proc)
         results = asyncio.run(measure(bases, args.requests, args.warmup, args.only))
-        if args.database_url.startswith("postgresql") and not args.compare_url:
+        if args.database_url.startswith("postgresql") and not compare_url:
             dsn = asyncpg_dsn(args.database_url)
             host = f"127.0.0.1:{args.port}"
             latency = asyncio.run(event_latency(host, dsn, args.requests))
@@ -246,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
         for proc in procs:
             proc.terminate()
             proc.wait(10)
-    if args.compare_url:
+    if compare_url:
         report_ratio(results, args.requests)
         return
     print(f"{'shape':<34} {'p50':>7} {'p95':>7} {'p99':>7}  (ms, {args.requests} requests)")
@@ -261,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
 def report_ratio(results: list[tuple[str, list[list[float]], str]], requests: int) -> None:
     print(
         f"{'shape':<34} {'p95 A':>8} {'p95 B':>8} {'A/B':>6}  (ms, {requests} requests each;"
-        " A = --database-url, B = --compare-url)"
+        " A = --database-url, B = --compare-url and/or --compare-code)"
     )
     ratios = []
     for label, (a, b), note in results:

@@ -31,6 +31,8 @@ FAILED = TaskStatus.FAILED.value
 TERMINAL = frozenset((SUCCESS, FAILED))
 RANK = {PENDING: 0, RUNNING: 1, SUCCESS: 2, FAILED: 2}
 
+# retried: a failed attempt that a retry middleware sent again (the summary counts
+# a task's final outcome with it); None where that is not known.
 COLUMNS = (
     "task_id",
     "attempt",
@@ -46,6 +48,7 @@ COLUMNS = (
     "error_traceback",
     "worker_host",
     "worker_pid",
+    "retried",
     "created_at",
 )
 (
@@ -63,6 +66,7 @@ COLUMNS = (
     ERROR_TRACEBACK,
     WORKER_HOST,
     WORKER_PID,
+    RETRIED,
     CREATED_AT,
 ) = range(len(COLUMNS))
 ROW_WIDTH = len(COLUMNS)
@@ -89,6 +93,7 @@ def log_row(
     error_traceback: str | None = None,
     worker_host: str | None = None,
     worker_pid: int | None = None,
+    retried: bool | None = None,
     created_at: float,
 ) -> LogRow:
     """A new row; what is not known yet stays None (the store keeps what it has)."""
@@ -107,6 +112,7 @@ def log_row(
         error_traceback,
         worker_host,
         worker_pid,
+        retried,
         created_at,
     ]
 

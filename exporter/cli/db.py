@@ -20,6 +20,8 @@ from exporter.settings import ExporterSettings
 from exporter.store.engine import sqlite_file
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from exporter.store.partitions import Partition
@@ -70,6 +72,18 @@ def print_made(made: list[Partition]) -> None:
         print(f"made {len(made)} partitions of the log, for {first:%F %H:%M} to {last:%F %H:%M}")
 
 
+def print_marking(day: datetime, looked_at: int, retried: int) -> None:
+    print(f"  {day:%F}: {looked_at} failed attempts, {retried} of them retried", flush=True)
+
+
+def print_marked(looked_at: int, retried: int) -> None:
+    if looked_at:
+        print(
+            f"marked the {looked_at} failed attempts stored before retries were recorded: "
+            f"{retried} were retried"
+        )
+
+
 async def _search_index(engine: AsyncEngine, args: argparse.Namespace) -> None:
     index = search_index.INDEXES[args.index]
     if engine.dialect.name != "postgresql":
@@ -96,7 +110,7 @@ def run(args: argparse.Namespace, _extra: list[str]) -> int:
 
 async def _run(args: argparse.Namespace, settings: ExporterSettings) -> int:
     from exporter.maintenance import loop, reaper, retention
-    from exporter.store import migrate, partitions
+    from exporter.store import migrate, partitions, retried
     from exporter.store.engine import make_engine
 
     url = settings.database_url
@@ -113,6 +127,8 @@ async def _run(args: argparse.Namespace, settings: ExporterSettings) -> int:
                         print("built the error search's index on the existing rows (concurrently)")
             await migrate.upgrade(url, args.revision)
             print_made(await loop.make_partitions(engine, settings))
+            if args.revision == "head":
+                print_marked(*await retried.backfill(engine, on_day=print_marking))
         elif args.action == "downgrade":
             await migrate.downgrade(url, args.revision)
         if args.action in ("upgrade", "downgrade"):

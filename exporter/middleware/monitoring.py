@@ -34,6 +34,7 @@ from exporter.rows import (
     PARAMS,
     PENDING,
     QUEUED_AT,
+    RETRIED,
     RUNNING,
     STATUS,
     SUCCESS,
@@ -329,7 +330,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                 status = SUCCESS
                 tally.success += 1
                 tally.ok_durations.append(duration)
-                error_text = traceback_text = None
+                error_text = traceback_text = retried = None
             else:
                 status = FAILED
                 tally.failed += 1
@@ -350,7 +351,8 @@ class MonitoringMiddleware(TaskiqMiddleware):
                     rekicked = self._rekicked.pop((task_id, number), False)
                 else:
                     rekicked = False
-                if rekicked or isinstance(result.error, NoResultError):
+                retried = rekicked or isinstance(result.error, NoResultError)
+                if retried:
                     tally.retries += 1
             rows = self._rows
             if started is None:
@@ -371,6 +373,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                         if error is not None:
                             row[ERROR_MESSAGE] = error_text
                             row[ERROR_TRACEBACK] = traceback_text
+                            row[RETRIED] = retried
                         if len(rows) < self._buffer.room:  # RowBuffer.admit, inlined
                             rows[key] = row
                         elif not self._buffer.admit(key, row):
@@ -392,6 +395,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
                     error_traceback=traceback_text,
                     worker_host=self._host,
                     worker_pid=self._pid,
+                    retried=retried,
                     created_at=created,
                 )
                 if not self._buffer.admit(key, finished):
@@ -401,6 +405,7 @@ class MonitoringMiddleware(TaskiqMiddleware):
             row[DURATION_MS] = duration * 1000.0
             if error is not None:
                 row[ERROR_MESSAGE], row[ERROR_TRACEBACK] = error_text, traceback_text
+                row[RETRIED] = retried
             if row[STATUS] not in TERMINAL:
                 row[STATUS] = status
         except Exception:

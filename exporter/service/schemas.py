@@ -99,6 +99,11 @@ class TaskExecutionLogResponse(_Out):
     has_traceback: bool
     worker_host: str | None
     worker_pid: int | None
+    retried: bool | None = Field(
+        description="For a failed attempt: true when a retry middleware sent the task "
+        "again (so this attempt did not decide its outcome), false when it did not; "
+        "null for other statuses and for rows written before this was recorded"
+    )
     created_at: datetime
     updated_at: datetime
 

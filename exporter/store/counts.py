@@ -4,8 +4,9 @@ Finished rows are counted from the hourly and minute rollups plus the partial
 minutes at the range's edges (from the rows, through an index); pending and
 running rows, which the rollups do not hold, come from the partial index on them.
 The same per-bucket counts let a deep page start from the right minute instead of
-an OFFSET over everything newer (:func:`locate`). Which failed attempts were
-retried is not in the rollups: :func:`retried_attempts` reads those rows alone.
+an OFFSET over everything newer (:func:`locate`). The rollups also count the
+failed attempts that were retried (the middleware marks them), so a task's final
+outcome over any window is a sum like the others.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 from sqlalchemy import (
@@ -21,7 +22,6 @@ from sqlalchemy import (
     Select,
     Table,
     column,
-    exists,
     func,
     literal,
     select,
@@ -29,7 +29,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from exporter.rows import TaskStatus
 from exporter.store.models import (
     TaskExecutionLog,
     TaskExecutionRollup,
@@ -41,7 +40,6 @@ from exporter.store.ranges import Span, split
 
 AnySelect: TypeAlias = Select[*tuple[Any, ...]]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-RETRY_CLOCK_SKEW = timedelta(days=1)
 MINUTES: Table = TaskExecutionRollup.__table__  # type: ignore[assignment]
 HOURS: Table = TaskExecutionRollupHourly.__table__  # type: ignore[assignment]
 
@@ -151,17 +149,41 @@ def locate(buckets: Sequence[Bucket], offset: int) -> tuple[int, Bucket] | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Attempts of one (task_name, status): how many, their summed duration_ms (of
+    finished ones) and, of the failed ones, how many a retry followed."""
+
+    count: int = 0
+    duration_ms: float = 0.0
+    retried: int = 0
+
+    def __add__(self, other: Totals) -> Totals:
+        return Totals(
+            self.count + other.count,
+            self.duration_ms + other.duration_ms,
+            self.retried + other.retried,
+        )
+
+
 async def task_totals(
     conn: AsyncConnection, *, lo: datetime, hi: datetime
-) -> dict[tuple[str, str], tuple[int, float]]:
-    """(task_name, status) -> (rows, sum of duration_ms) of the finished rows created in
-    ``[lo, hi)`` plus (rows, 0) of the live ones."""
+) -> dict[tuple[str, str], Totals]:
+    """(task_name, status) -> Totals of the rows created in ``[lo, hi)``: from the
+    rollups where whole hours and minutes are in the range, from the rows at its
+    edges and for the live (pending, running) ones."""
     parts: list[AnySelect] = []
     for span in split(lo, hi):
         if span.kind == "rows":
             where = LogFilter(None, None, span.lo, span.hi).where(statuses=LogFilter().terminal)
             parts.append(
-                select(LOG.task_name, LOG.status, func.count(), func.sum(LOG.duration_ms))
+                select(
+                    LOG.task_name,
+                    LOG.status,
+                    func.count(),
+                    func.sum(LOG.duration_ms),
+                    func.count().filter(LOG.retried.is_(True)),
+                )
                 .where(where)
                 .group_by(LOG.task_name, LOG.status)
             )
@@ -169,54 +191,24 @@ async def task_totals(
         table = HOURS if span.kind == "hours" else MINUTES
         c = table.c
         parts.append(
-            select(c.task_name, c.status, func.sum(c.count), func.sum(c.duration_ms_sum))
+            select(
+                c.task_name,
+                c.status,
+                func.sum(c.count),
+                func.sum(c.duration_ms_sum),
+                func.sum(c.retried),
+            )
             .where(*_rollup_conds(table, LogFilter(), span.lo, span.hi))
             .group_by(c.task_name, c.status)
         )
     live = LogFilter(None, None, lo, hi)
     parts.append(
-        select(LOG.task_name, LOG.status, func.count(), literal(0.0))
+        select(LOG.task_name, LOG.status, func.count(), literal(0.0), literal(0))
         .where(live.where(statuses=live.live))
         .group_by(LOG.task_name, LOG.status)
     )
-    totals: dict[tuple[str, str], tuple[int, float]] = {}
-    for name, status, n, duration in (await conn.execute(union_all(*parts))).all():
-        count, total = totals.get((name, status), (0, 0.0))
-        totals[(name, status)] = (count + int(n or 0), total + float(duration or 0.0))
+    totals: dict[tuple[str, str], Totals] = {}
+    for name, status, n, duration, retried in (await conn.execute(union_all(*parts))).all():
+        part = Totals(int(n or 0), float(duration or 0.0), int(retried or 0))
+        totals[(name, status)] = totals.get((name, status), Totals()) + part
     return totals
-
-
-async def retried_attempts(
-    conn: AsyncConnection, *, lo: datetime, hi: datetime, task_names: Sequence[str]
-) -> dict[str, int]:
-    """task_name -> failed attempts created in ``[lo, hi)`` that a later attempt of the
-    same task_id followed: retried, so not what decided the task's outcome.
-
-    Pass the names with failed attempts in the window (the rollups know them), so
-    that the (task_name, status, created_at) index can range over the window's failed
-    rows. Each failed row costs a probe of the (task_id, attempt) unique index: the
-    cost follows the failed attempts in the window (a migration adding a retried
-    count to the rollups would make it a rollup sum like the others).
-    """
-    if not task_names:
-        return {}
-    later = TaskExecutionLog.__table__.alias("later")
-    followed = exists().where(
-        later.c.task_id == LOG.task_id,
-        later.c.attempt > LOG.attempt,
-        # A retry is sent after the attempt it follows; the bound, wide enough for
-        # any clock skew between hosts, lets a partitioned log skip older partitions.
-        later.c.created_at >= lo - RETRY_CLOCK_SKEW,
-    )
-    query = (
-        select(LOG.task_name, func.count())
-        .where(
-            LOG.task_name.in_(task_names),
-            LOG.status == TaskStatus.FAILED.value,
-            LOG.created_at >= lo,
-            LOG.created_at < hi,
-            followed,
-        )
-        .group_by(LOG.task_name)
-    )
-    return {str(name): int(n) for name, n in (await conn.execute(query)).all()}

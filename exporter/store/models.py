@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Float,
     Index,
@@ -97,6 +98,8 @@ class TaskExecutionLog(Base):
     error_traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
     worker_host: Mapped[str | None] = mapped_column(String(255), nullable=True)
     worker_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # A failed attempt a retry middleware sent again; None where not known.
+    retried: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
 
@@ -116,6 +119,8 @@ class TaskExecutionRollup(Base):
     status: Mapped[str] = mapped_column(String(16), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, nullable=False)
     duration_ms_sum: Mapped[float] = mapped_column(Float, nullable=False)
+    # Of ``count``, the failed attempts that were retried.
+    retried: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
 
 
 def utcnow() -> datetime:
@@ -133,3 +138,5 @@ class TaskExecutionRollupHourly(Base):
     status: Mapped[str] = mapped_column(String(16), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, nullable=False)
     duration_ms_sum: Mapped[float] = mapped_column(Float, nullable=False)
+    # Of ``count``, the failed attempts that were retried.
+    retried: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))

@@ -30,6 +30,7 @@ _CASTS = {
     "worker_pid": "int",
     "duration_ms": "float8",
     "queue_wait_ms": "float8",
+    "retried": "boolean",
     **{c: "float8" for c in TIME_COLUMNS},
 }
 
@@ -42,9 +43,7 @@ def _field(i: int, col: str) -> str:
     return f"(e->>{i})::{_CASTS.get(col, 'text')}"
 
 
-_COLS = ", ".join(COLUMNS)
 _status = itemgetter(STATUS)
-_FIELDS = ", ".join(f"{_field(i, c)} AS {c}" for i, c in enumerate(COLUMNS))
 
 # One statement, sent on its own (autocommit: its implicit transaction is the
 # batch's): four round trips (BEGIN, upsert, NOTIFY, COMMIT) through SQLAlchemy
@@ -61,13 +60,13 @@ up AS (
     SELECT {cols}, $2::timestamptz FROM batch_rows
     ON CONFLICT ({key}) DO UPDATE SET {updates}"""
 _ROLLUPS = f"""
-    RETURNING t.task_name, t.status, t.created_at, t.duration_ms, t.updated_at
+    RETURNING t.task_name, t.status, t.created_at, t.duration_ms, t.updated_at{{returned}}
 ),
 rolled_up AS (
     INSERT INTO task_execution_rollups AS r
-        (bucket_start, task_name, status, count, duration_ms_sum)
+        (bucket_start, task_name, status, count, duration_ms_sum{{columns}})
     SELECT date_trunc('minute', created_at), task_name, status, count(*),
-           COALESCE(sum(duration_ms), 0)
+           COALESCE(sum(duration_ms), 0){{counted}}
     FROM up
     -- Finished by this statement: a row that was finished already keeps its
     -- updated_at (see coalesce_updates), so a late PENDING write or a repeated
@@ -79,8 +78,16 @@ rolled_up AS (
     ORDER BY 2, 3, 1
     ON CONFLICT (bucket_start, task_name, status) DO UPDATE
     SET count = r.count + excluded.count,
-        duration_ms_sum = r.duration_ms_sum + excluded.duration_ms_sum
+        duration_ms_sum = r.duration_ms_sum + excluded.duration_ms_sum{{summed}}
 )"""  # noqa: S608 - built from constants, no input
+# The retried attempts' count, on a schema that has it.
+_RETRIED_ROLLUP = {
+    "returned": ", t.retried",
+    "columns": ", retried",
+    "counted": ", count(*) FILTER (WHERE retried)",
+    "summed": ",\n        retried = r.retried + excluded.retried",
+}
+_NO_RETRIED_ROLLUP = dict.fromkeys(_RETRIED_ROLLUP, "")
 # One tiny notification per batch, delivered at commit: its updated_at. Listeners
 # read the rows written with that stamp (indexed) and derive the events
 # (exporter.events).
@@ -99,19 +106,41 @@ class Statements:
     pending: str
 
     @classmethod
-    def build(cls, *, partitioned: bool, notify: bool) -> Statements:
+    def build(cls, *, partitioned: bool, notify: bool, retried: bool = True) -> Statements:
         # A partitioned log's unique key holds its partition key, created_at: the
         # sender's and the worker's rows of an attempt carry the same one.
         key = "task_id, attempt, created_at" if partitioned else "task_id, attempt"
         least = None if partitioned else "LEAST"
+        # A schema older than this code (workers upgraded before `db upgrade`)
+        # lacks the retried column: its rows are written without it.
+        skipped = frozenset() if retried else frozenset({"retried"})
+        columns = [(i, c) for i, c in enumerate(COLUMNS) if c not in skipped]
         upsert = _UPSERT.format(
-            fields=_FIELDS, cols=_COLS, key=key, updates=coalesce_updates("t", least)
+            fields=", ".join(f"{_field(i, c)} AS {c}" for i, c in columns),
+            cols=", ".join(c for _, c in columns),
+            key=key,
+            updates=coalesce_updates("t", least, skipped=skipped),
         )
+        rollups = _ROLLUPS.format(**(_RETRIED_ROLLUP if retried else _NO_RETRIED_ROLLUP))
         tail = _NOTIFY if notify else _NO_NOTIFY
-        return cls(finishing=upsert + _ROLLUPS + tail, pending=upsert + "\n)" + tail)
+        return cls(finishing=upsert + rollups + tail, pending=upsert + "\n)" + tail)
 
 
-_PARTITIONED = "SELECT relkind = 'p' FROM pg_class WHERE oid = to_regclass('task_execution_logs')"
+# The layout the statements depend on: whether the log is partitioned, and
+# whether it has the retried column (the rollups gain theirs in the same revision).
+_LAYOUT = """
+SELECT c.relkind = 'p',
+       EXISTS (SELECT FROM pg_attribute AS a
+               WHERE a.attrelid = c.oid AND a.attname = 'retried' AND NOT a.attisdropped)
+FROM pg_class AS c WHERE c.oid = to_regclass('task_execution_logs')
+"""
+
+
+async def statements_for(driver: Any, *, notify: bool) -> Statements:
+    """The statements for the layout of the database an asyncpg connection is on."""
+    layout = await driver.fetchrow(_LAYOUT)
+    partitioned, retried = (bool(layout[0]), bool(layout[1])) if layout else (False, True)
+    return Statements.build(partitioned=partitioned, notify=notify, retried=retried)
 
 
 def encode_batch(rows: Sequence[LogRow]) -> str:
@@ -148,8 +177,7 @@ class PostgresRowStore:
         self._conn, self._driver = conn, raw.driver_connection
         # Read again on every new connection: a `db upgrade` that partitions the
         # log while workers write fails their batch once, and the retry finds it.
-        partitioned = bool(await self._driver.fetchval(_PARTITIONED))
-        self.statements = Statements.build(partitioned=partitioned, notify=self.publish_events)
+        self.statements = await statements_for(self._driver, notify=self.publish_events)
         return self._driver
 
     async def write(self, rows: Sequence[LogRow], now: datetime) -> list[TaskEvent]:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from exporter.events import TaskEvent
-from exporter.rows import COLUMNS, LogRow
+from exporter.rows import COLUMNS, CREATED_AT, QUEUED_AT, LogRow
 
 TIME_COLUMNS = frozenset(("queued_at", "started_at", "completed_at", "created_at"))
 TERMINAL_SQL = "('success', 'failed')"
@@ -31,13 +31,17 @@ def status_sql(table: str) -> str:
     )
 
 
-def coalesce_updates(table: str, least: str | None) -> str:
+def coalesce_updates(
+    table: str, least: str | None, *, skipped: frozenset[str] = frozenset()
+) -> str:
     """SET clause of the upsert shared by both dialects (``least`` is LEAST or MIN;
-    None where created_at is part of the conflict key, so both sides agree)."""
+    None where created_at is part of the conflict key, so both sides agree);
+    ``skipped`` columns are not in the table."""
     sets = [f"status = {status_sql(table)}", "task_name = excluded.task_name"]
     sets.append(f"params = COALESCE({table}.params, excluded.params)")
-    for col in COLUMNS[5:14]:
-        sets.append(f"{col} = COALESCE(excluded.{col}, {table}.{col})")
+    for col in COLUMNS[QUEUED_AT:CREATED_AT]:
+        if col not in skipped:
+            sets.append(f"{col} = COALESCE(excluded.{col}, {table}.{col})")
     if least is not None:
         # A finished row's minute is in the rollups already: its created_at stays.
         sets.append(

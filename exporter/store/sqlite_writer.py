@@ -15,6 +15,7 @@ from exporter.rows import (
     COLUMNS,
     CREATED_AT,
     DURATION_MS,
+    RETRIED,
     STATUS,
     TASK_ID,
     TASK_NAME,
@@ -47,10 +48,12 @@ PREVIOUS = (
     .columns(created_at=UTCDateTime)
 )
 ROLLUP = text(
-    "INSERT INTO task_execution_rollups (bucket_start, task_name, status, count, duration_ms_sum) "
-    "VALUES (:bucket_start, :task_name, :status, :count, :duration_ms_sum) "
+    "INSERT INTO task_execution_rollups "
+    "(bucket_start, task_name, status, count, duration_ms_sum, retried) "
+    "VALUES (:bucket_start, :task_name, :status, :count, :duration_ms_sum, :retried) "
     "ON CONFLICT (bucket_start, task_name, status) DO UPDATE SET "
-    "count = count + excluded.count, duration_ms_sum = duration_ms_sum + excluded.duration_ms_sum"
+    "count = count + excluded.count, duration_ms_sum = duration_ms_sum + excluded.duration_ms_sum, "
+    "retried = retried + excluded.retried"
 ).bindparams(bindparam("bucket_start", type_=UTCDateTime))
 _CHUNK = 500  # stay far below SQLite's bound-variable limit
 
@@ -66,7 +69,7 @@ async def _previous(conn: AsyncConnection, rows: Sequence[LogRow]) -> dict[tuple
 
 
 def _rollups(rows: Sequence[LogRow], prev: dict[tuple[str, int], Any]) -> list[dict[str, Any]]:
-    sums: dict[tuple[datetime, str, str], list[float]] = {}
+    sums: dict[tuple[datetime, str, str], list[float]] = {}  # count, duration, retried
     for row in rows:
         before = prev.get(row_key(row))
         status = row[STATUS]
@@ -76,12 +79,20 @@ def _rollups(rows: Sequence[LogRow], prev: dict[tuple[str, int], Any]) -> list[d
         assert created is not None
         if before is not None and before[1] is not None:
             created = min(created, before[1])
-        acc = sums.setdefault((minute(created), row[TASK_NAME], status), [0, 0.0])
+        acc = sums.setdefault((minute(created), row[TASK_NAME], status), [0, 0.0, 0])
         acc[0] += 1
         acc[1] += row[DURATION_MS] or 0.0
+        acc[2] += 1 if row[RETRIED] else 0
     return [
-        {"bucket_start": b, "task_name": n, "status": s, "count": c, "duration_ms_sum": d}
-        for (b, n, s), (c, d) in sums.items()
+        {
+            "bucket_start": b,
+            "task_name": n,
+            "status": s,
+            "count": c,
+            "duration_ms_sum": d,
+            "retried": r,
+        }
+        for (b, n, s), (c, d, r) in sums.items()
     ]
 
 

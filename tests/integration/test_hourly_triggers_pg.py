@@ -7,13 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from exporter.rows import COMPLETED_AT, DURATION_MS, PENDING, STATUS, log_row
+from exporter.rows import COMPLETED_AT, DURATION_MS, PENDING, RETRIED, STATUS, log_row
 from exporter.store.migrate import downgrade, upgrade
 from exporter.store.pg_admin import asyncpg_dsn
-from exporter.store.pg_writer import Statements, encode_batch
+from exporter.store.pg_writer import encode_batch, statements_for
 from tests.integration.test_store_hourly import hourly_vs_minutes
-
-PARTITIONED = "SELECT relkind = 'p' FROM pg_class WHERE oid = 'task_execution_logs'::regclass"
 
 T0 = 1_772_359_200.0  # 2026-03-01 10:00 UTC
 FUNCTION = "task_execution_rollups_to_hourly"
@@ -29,6 +27,7 @@ def _finished_batch(prefix: str, names: int, minutes: int = 3) -> str:
                 f"{prefix}-{m}-{n}", 1, f"hourly:t{n:03d}", PENDING, created_at=T0 + m * 50 * 60
             )
             row[STATUS] = "failed" if n % 5 == 0 else "success"
+            row[RETRIED] = n % 10 == 0 if n % 5 == 0 else None
             row[COMPLETED_AT] = T0 + m * 50 * 60 + 1
             row[DURATION_MS] = float(n + m)
             rows.append(row)
@@ -50,7 +49,7 @@ async def _write(conn: asyncpg.Connection, batch: str, stamp: datetime) -> int:
     async with conn.transaction():
         before = await _calls(conn)
         # The statement the writer would pick for the schema at this revision.
-        layout = Statements.build(partitioned=await conn.fetchval(PARTITIONED), notify=False)
+        layout = await statements_for(conn, notify=False)
         await conn.fetchval(layout.finishing, batch, stamp, "unused", stamp.isoformat())
         return await _calls(conn) - before
 
@@ -114,10 +113,12 @@ async def test_migration_0003_swaps_the_row_trigger_and_keeps_counts(pg_url: str
         got, expected = await hourly_vs_minutes(pg_url)
         assert got == expected
         assert sum(r[3] for r in got) == 60  # type: ignore[misc]
+        # Retried: one name in ten, in three minutes, of the batch written at head.
+        assert sum(r[5] for r in got) == 3  # type: ignore[misc]
         await downgrade(pg_url, "0002")
         assert await _trigger_levels(conn) == {"row"}
         assert await _write(conn, _finished_batch("c", 10), now + timedelta(seconds=2)) == 30
-        got, expected = await hourly_vs_minutes(pg_url)
+        got, expected = await hourly_vs_minutes(pg_url, retried=False)
         assert got == expected
         assert sum(r[3] for r in got) == 90  # type: ignore[misc]
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from taskiq import Context, InMemoryBroker, TaskiqDepends
 from taskiq.middlewares import SimpleRetryMiddleware, SmartRetryMiddleware
 
 from exporter import MonitoringMiddleware
+from exporter.store.counts import task_totals
 from exporter.store.engine import make_engine
 from exporter.store.models import TaskExecutionLog, TaskExecutionRollup
 from tests.helpers.middleware import FAST, monitored_broker, sample
@@ -151,11 +153,12 @@ async def test_each_retried_attempt_is_its_own_failed_row(store_url: str) -> Non
     ids=["simple", "smart"],
 )
 async def test_a_retry_counts_when_the_retry_middleware_keeps_the_error(
-    sqlite_url: str, retry_middleware: Any
+    store_url: str, retry_middleware: Any
 ) -> None:
     """With no_result_on_retry=False the re-kicked attempt's result keeps its error:
-    the retry still counts, so final failures = failed - retries holds."""
-    mw = MonitoringMiddleware(database_url=sqlite_url, **FAST)
+    the retry still counts, so final failures = failed - retries holds, in the
+    metrics and in the store (the rows, their rollups, the summary's totals)."""
+    mw = MonitoringMiddleware(database_url=store_url, **FAST)
     broker = InMemoryBroker(await_inplace=True).with_middlewares(retry_middleware, mw)
     calls = {"flaky": 0}
 
@@ -180,6 +183,33 @@ async def test_a_retry_counts_when_the_retry_middleware_keeps_the_error(
         if succeeded:
             assert sample(mw, "taskiq_tasks_completed_total", status="success", **labels) == 1
     assert mw._rekicked == {}  # every re-kick was counted by its attempt
+
+    stored = sorted((r.task_name, r.attempt, r.status, r.retried) for r in await rows(store_url))
+    assert stored == [
+        ("t:never", 1, "failed", True),
+        ("t:never", 2, "failed", True),
+        ("t:never", 3, "failed", False),
+        ("t:twice", 1, "failed", True),
+        ("t:twice", 2, "failed", True),
+        ("t:twice", 3, "success", None),
+    ]
+    engine = make_engine(store_url)
+    try:
+        async with engine.connect() as conn:
+            r = TaskExecutionRollup
+            query = select(r.task_name, func.sum(r.retried)).where(r.status == "failed")
+            rolled = dict((await conn.execute(query.group_by(r.task_name))).all())
+            # Whole minutes around the rows: the summary reads them from the rollups.
+            now = datetime.now(UTC)
+            lo, hi = now - timedelta(hours=1), now + timedelta(minutes=2)
+            totals = await task_totals(conn, lo=lo, hi=hi)
+    finally:
+        await engine.dispose()
+    assert rolled == {"t:never": 2, "t:twice": 2}
+    assert {name: t.retried for (name, status), t in totals.items() if status == "failed"} == {
+        "t:never": 2,
+        "t:twice": 2,
+    }
 
 
 async def test_base_exceptions_and_bad_arguments_never_fail_a_task(store_url: str) -> None:

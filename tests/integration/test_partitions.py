@@ -20,7 +20,6 @@ from sqlalchemy.engine import Engine
 from exporter.maintenance import retention
 from exporter.rows import COMPLETED_AT, DURATION_MS, PENDING, STATUS, SUCCESS, LogRow, log_row
 from exporter.store import migrate, partitions
-from exporter.store.counts import RETRY_CLOCK_SKEW
 from exporter.store.engine import make_engine
 from exporter.store.pg_admin import asyncpg_dsn
 from exporter.store.pg_writer import PostgresRowStore
@@ -458,11 +457,10 @@ async def test_api_queries_with_a_time_range_read_only_its_partitions(pg_url: st
     assert read["one day"], "the history sent no bounded statement"
     for label in ("one day", "one day, page 2", "one day, a task, a status"):
         assert all(s <= that_day for s in read[label]), (label, read[label])
-    # The partial minutes at both ends of a window are counted from the rows; the
-    # retried failures of the window look for later attempts from a day before it.
+    # The partial minutes at both ends of a window are counted from the rows.
     listed = await _partitions(pg_url)
     for label, hours in (("summary of the last hour", 1), ("summary of a day", 24)):
-        since = now - timedelta(hours=hours) - RETRY_CLOCK_SKEW
+        since = now - timedelta(hours=hours)
         allowed = {p.name for p in listed if p.default or (p.hi is not None and p.hi > since)}
         assert read[label], label
         assert all(s <= allowed for s in read[label]), (label, read[label])

@@ -182,7 +182,7 @@ async def _assert_exact(url: str) -> Counter[tuple[str, str]]:
                         )
                 if lo is not None and hi is not None:
                     totals = await task_totals(conn, lo=lo, hi=hi)
-                    summary = Counter({k: n for k, (n, _ms) in totals.items() if n})
+                    summary = Counter({k: t.count for k, t in totals.items() if t.count})
                     assert summary == in_range, f"metrics totals [{lo}, {hi})"
         return log
     finally:

@@ -16,31 +16,36 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 
 
-async def hourly_vs_minutes(url: str) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+async def hourly_vs_minutes(
+    url: str, *, retried: bool = True
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The hourly rollups, and what the minute rollups sum to per hour (with the
+    retried counts, unless the schema predates them)."""
     m, h = TaskExecutionRollup, TaskExecutionRollupHourly
+    sums_of = ("count", "duration_ms_sum", "retried") if retried else ("count", "duration_ms_sum")
     engine = make_engine(url)
     try:
         async with engine.connect() as conn:
+            key = (h.bucket_start, h.task_name, h.status)
             hours = (
-                await conn.execute(
-                    select(
-                        h.bucket_start, h.task_name, h.status, h.count, h.duration_ms_sum
-                    ).order_by(h.bucket_start, h.task_name, h.status)
-                )
+                await conn.execute(select(*key, *(getattr(h, c) for c in sums_of)).order_by(*key))
             ).all()
             minutes = (
                 await conn.execute(
-                    select(m.bucket_start, m.task_name, m.status, m.count, m.duration_ms_sum)
+                    select(m.bucket_start, m.task_name, m.status, *(getattr(m, c) for c in sums_of))
                 )
             ).all()
     finally:
         await engine.dispose()
     sums: dict[tuple[datetime, str, str], list[float]] = {}
-    for bucket, name, status, count, duration in minutes:
-        acc = sums.setdefault((bucket.replace(minute=0), name, status), [0, 0.0])
-        acc[0] += count
-        acc[1] += duration
-    expected = [(*k, int(v[0]), pytest.approx(v[1])) for k, v in sorted(sums.items())]
+    for bucket, name, status, *values in minutes:
+        acc = sums.setdefault((bucket.replace(minute=0), name, status), [0.0] * len(sums_of))
+        for i, value in enumerate(values):
+            acc[i] += value
+    expected = [
+        (*k, int(v[0]), pytest.approx(v[1]), *(int(x) for x in v[2:]))
+        for k, v in sorted(sums.items())
+    ]
     return [tuple(r) for r in hours], expected
 
 
@@ -51,6 +56,7 @@ async def test_hourly_follows_minutes(store_url: str) -> None:
             status=status,
             created_at=T0 + timedelta(minutes=7 * i),
             duration_ms=float(i),
+            retried=i % 3 == 0 if status == "failed" else None,
         )
         for i in range(40)
         for name, status in (("a", "success"), ("b", "failed"))

@@ -28,10 +28,12 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 
 def attempts(task_name: str, task_id: str, *steps: tuple[str, float]) -> list[dict[str, Any]]:
-    """One row per (status, minutes ago), attempts numbered from 1."""
+    """One row per (status, minutes ago), attempts numbered from 1; a failed attempt
+    that another follows was retried (the middleware marks it so)."""
     now = datetime.now(UTC)
     return [
         stored_row(
+            retried=n < len(steps) if status == "failed" else None,
             task_name=task_name,
             task_id=task_id,
             attempt=n,
