@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make sure what the tests talk to is there: PostgreSQL, Redis and RabbitMQ running, and
-# Prometheus's promtool/prometheus/amtool, curl and jq installed (Debian packages).
+# Make sure what the tests talk to is there: PostgreSQL, Redis, RabbitMQ and NATS (with
+# JetStream) running, and Prometheus's promtool/prometheus/amtool, curl and jq
+# installed (Debian packages).
 # Needs root for apt-get; without it, missing pieces make their tests skip
 # (or fail, when CI is set).
 set -uo pipefail
@@ -28,5 +29,11 @@ if command -v rabbitmqctl >/dev/null && ! rabbitmqctl -q status >/dev/null 2>&1;
     rabbitmq-server -detached || true
     for _ in $(seq 30); do rabbitmqctl -q status >/dev/null 2>&1 && break; sleep 1; done
   fi
+fi
+if command -v nats-server >/dev/null \
+  && ! (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then
+  nats-server --jetstream --addr 127.0.0.1 --port 4222 \
+    --store_dir "${TMPDIR:-/tmp}/taskiq-exporter-nats" >/dev/null 2>&1 &
+  for _ in $(seq 10); do (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null && break; sleep 1; done
 fi
 exit 0
