@@ -56,7 +56,7 @@ from tests.integration.test_db_roles import (
     panel_rows,
 )
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.prometheus]
 ROOT = Path(__file__).resolve().parents[2]
 REDIS = os.environ.get("TASKIQ_EXPORTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PG_ADMIN = os.environ.get(

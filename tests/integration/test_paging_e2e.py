@@ -47,7 +47,7 @@ from tests.helpers.alerting import Alertmanager, Delivered, Prometheus, Webhook
 from tests.helpers.paging_app import PLAIN, SLO, TASK_NAMES
 from tests.helpers.waiting import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.prometheus]
 
 SLOS = f"""
 slos:
