@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+CLOSE_TIMEOUT_SECONDS = 5.0
 
 # A message's send time (epoch seconds) from its labels, or None: the broker modules
 # do not know the middleware's labels, the service tells them how to read one.
@@ -29,3 +32,29 @@ class Inspector(Protocol):
     async def inspect(self) -> list[QueueStats]: ...
 
     async def close(self) -> None: ...
+
+
+class BackgroundCloses:
+    """An inspector's dropped connections, closed in the background: a stalled peer
+    must not hold up the caller. ``wait`` for them when the inspector closes."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def add(self, closing: Awaitable[Any]) -> None:
+        task = asyncio.create_task(self._bounded(closing))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    @staticmethod
+    async def _bounded(closing: Awaitable[Any]) -> None:
+        await asyncio.wait_for(closing, CLOSE_TIMEOUT_SECONDS)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a failed close is no news
+
+    async def wait(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks)

@@ -24,7 +24,6 @@ tests). A broker without them is reported as not inspectable.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -35,11 +34,10 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 from nats.js.errors import NotFoundError
 
-from exporter.brokers.base import QueueStats
+from exporter.brokers.base import BackgroundCloses, QueueStats
 
 logger = logging.getLogger(__name__)
 
-CLOSE_TIMEOUT_SECONDS = 5.0
 # The service's own connection: one attempt per inspection (the caller's timeout and
 # the next scrape retry), and failures reported by the backlog, not nats-py's logger.
 CONNECT_OPTIONS: dict[str, Any] = {
@@ -79,7 +77,7 @@ class NatsInspector:
         self._subject = str(broker.subject)
         self._consumer = consumer
         self._client: Client | None = None
-        self._closing: set[asyncio.Task[Any]] = set()
+        self._closing = BackgroundCloses()
 
     async def _jetstream(self) -> JetStreamContext:
         if self._client is None or not self._client.is_connected:
@@ -133,20 +131,11 @@ class NatsInspector:
     def _drop(self) -> None:
         client, self._client = self._client, None
         if client is not None and not client.is_closed:
-            # Closed in the background: a stalled server must not hold up the caller.
-            task = asyncio.create_task(asyncio.wait_for(client.close(), CLOSE_TIMEOUT_SECONDS))
-            self._closing.add(task)
-            task.add_done_callback(self._closed)
-
-    def _closed(self, task: asyncio.Task[Any]) -> None:
-        self._closing.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a failed close is no news
+            self._closing.add(client.close())
 
     async def close(self) -> None:
         self._drop()
-        if self._closing:
-            await asyncio.wait(self._closing)
+        await self._closing.wait()
 
 
 def _filter(info: ConsumerInfo) -> str | None:

@@ -8,18 +8,16 @@ Private access: the broker's ``_task_queues`` and ``_conn_kwargs`` (taskiq-aio-p
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
-from exporter.brokers.base import QueueStats
+from exporter.brokers.base import BackgroundCloses, QueueStats
 
 DEFAULT_URL = "amqp://guest:guest@localhost:5672"  # taskiq-aio-pika's, for url=None
 DEFAULT_QUEUE = "taskiq"
-CLOSE_TIMEOUT_SECONDS = 5.0
 
 
 class RabbitInspector:
@@ -32,7 +30,7 @@ class RabbitInspector:
         self._queues = [str(q.name) for q in queues] or [DEFAULT_QUEUE]
         self._conn: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._closing: set[asyncio.Task[Any]] = set()
+        self._closing = BackgroundCloses()
 
     async def _open_channel(self) -> AbstractChannel:
         if self._conn is None or self._conn.is_closed:
@@ -67,19 +65,10 @@ class RabbitInspector:
     def _drop(self) -> None:
         conn, self._conn, self._channel = self._conn, None, None
         if conn is not None:
-            # Closed in the background: a stalled peer must not hold up the caller.
-            task = asyncio.create_task(asyncio.wait_for(conn.close(), CLOSE_TIMEOUT_SECONDS))
-            self._closing.add(task)
-            task.add_done_callback(self._closed)
-
-    def _closed(self, task: asyncio.Task[Any]) -> None:
-        self._closing.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a failed close is no news
+            self._closing.add(conn.close())
 
     async def close(self) -> None:
-        if self._closing:
-            await asyncio.wait(self._closing)
+        await self._closing.wait()
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
