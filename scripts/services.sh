@@ -30,6 +30,9 @@ if command -v rabbitmqctl >/dev/null && ! rabbitmqctl -q status >/dev/null 2>&1;
     for _ in $(seq 30); do rabbitmqctl -q status >/dev/null 2>&1 && break; sleep 1; done
   fi
 fi
+if ! command -v nats-server >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
+fi
 if command -v nats-server >/dev/null \
   && ! (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then
   nats-server --jetstream --addr 127.0.0.1 --port 4222 \
